@@ -1,0 +1,29 @@
+# MagicPose for ComfyUI: one-command environment, tests, server, demo and benchmark.
+#   make test    build .venv + ComfyUI 0.30.0 when missing or stale, then run the whole test suite (CPU)
+#   make serve   ComfyUI on http://127.0.0.1:8188 with this pack loaded (state under .cache/serve)
+#   make demo    the main job end to end (see README)
+#   make bench   performance benchmark (prints a table, writes .cache/bench/*.json)
+SHELL := /bin/bash
+PY := .venv/bin/python
+PYTEST_ARGS ?=
+
+.PHONY: env test serve demo bench clean
+
+env:
+	@scripts/env.sh >/dev/null
+
+test:
+	@COMFYUI_PATH="$$(scripts/env.sh)" && export COMFYUI_PATH && \
+	  $(PY) -m pytest $(PYTEST_ARGS)
+
+serve:
+	@COMFYUI_PATH="$$(scripts/env.sh)" && export COMFYUI_PATH && scripts/serve.sh
+
+demo:
+	@COMFYUI_PATH="$$(scripts/env.sh)" && export COMFYUI_PATH && scripts/demo.sh
+
+bench:
+	@COMFYUI_PATH="$$(scripts/env.sh)" && export COMFYUI_PATH && $(PY) scripts/bench.py $(BENCH_ARGS)
+
+clean:
+	rm -rf .cache/test-logs .cache/serve .pytest_cache

@@ -1,0 +1,18 @@
+"""ComfyUI glue of MagicPose: the V3 extension, model-folder registration and the node list."""
+from __future__ import annotations
+
+import logging
+
+from ._api import ComfyExtension, io
+
+log = logging.getLogger("MagicPose")
+
+
+class MagicPoseExtension(ComfyExtension):
+    async def on_load(self) -> None:
+        from .models import register_model_folder
+
+        register_model_folder()
+
+    async def get_node_list(self) -> list[type[io.ComfyNode]]:
+        return []
