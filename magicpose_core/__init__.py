@@ -4,10 +4,18 @@ MagicPose: "Realistic Human Poses and Facial Expressions Retargeting with Identi
 (ICML 2024, arXiv 2311.12052). Official code: Boese0601/MagicDance (research licence; facts only).
 
 Submodules: config, geometry, reference, attention_bank, guidance, checkpoint, keymap, layout, hub,
-video, client, pose (keypoints, mapping, render, smoothing, retarget, detect).
+video, client, websocket, pose (keypoints, mapping, render, smoothing, retarget, detect, pipeline).
+Names below are imported on first use, so light submodules (the headless client) never import torch.
 """
-from .config import SITES
-from .geometry import FitGeometry, fit_geometry
-from .reference import MagicPoseReference
+from importlib import import_module
 
-__all__ = ["SITES", "FitGeometry", "fit_geometry", "MagicPoseReference"]
+_EXPORTS = {"SITES": ".config", "FitGeometry": ".geometry", "fit_geometry": ".geometry",
+            "MagicPoseReference": ".reference"}
+__all__ = list(_EXPORTS)
+
+
+def __getattr__(name: str):
+    """PEP 562: import the submodule on first use of one of its names."""
+    if name in _EXPORTS:
+        return getattr(import_module(_EXPORTS[name], __name__), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

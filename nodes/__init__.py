@@ -15,4 +15,11 @@ class MagicPoseExtension(ComfyExtension):
         register_model_folder()
 
     async def get_node_list(self) -> list[type[io.ComfyNode]]:
-        return []
+        from .apply import MagicPoseApply
+        from .extract_pose import ExtractPose
+        from .frames_to_video import FramesToVideo
+        from .load_model import LoadModel
+        from .load_reference import LoadReference
+        from .sample import MagicPoseSample
+
+        return [LoadModel, MagicPoseApply, MagicPoseSample, LoadReference, ExtractPose, FramesToVideo]

@@ -80,11 +80,15 @@ def load_pack(name: str = "magicpose_pack"):
 
 @pytest.fixture(scope="session")
 def pack(comfy):
-    mod = load_pack()
+    """The pack as ComfyUI imports it, with every submodule of nodes/ and magicpose_core/ imported."""
     import importlib
+    import pkgutil
 
-    mod.nodes = importlib.import_module("magicpose_pack.nodes")
-    mod.magicpose_core = importlib.import_module("magicpose_pack.magicpose_core")
+    mod = load_pack()
+    for sub in ("nodes", "magicpose_core"):
+        pkg = importlib.import_module(f"magicpose_pack.{sub}")
+        for info in pkgutil.walk_packages(pkg.__path__, f"magicpose_pack.{sub}."):
+            importlib.import_module(info.name)
     return mod
 
 
@@ -110,3 +114,13 @@ def server(comfy_root, factory_files, tmp_path_factory):
     srv.post_json("/settings/Comfy.TutorialCompleted", True)
     yield srv
     srv.stop()
+
+
+def pytest_terminal_summary(terminalreporter):
+    from support import figures
+
+    rows = figures.recorded()
+    if rows:
+        terminalreporter.section("measured figures")
+        for name, value in rows:
+            terminalreporter.write_line(f"{name}: {value}")

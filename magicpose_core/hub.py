@@ -1,0 +1,110 @@
+"""The official MagicPose weights on the Hugging Face hub: an explicit, opt-in download and the
+"where do I put the file" message.
+
+The final model is `model_state-110000.th` (9.15 GB, fp32, a pickle of plain tensors) in the HF repository
+`Boese0601/MagicDance` (magicpose-method.md §11.1; MagicPose, ICML 2024, arXiv 2311.12052). Nothing here
+runs at import time and huggingface_hub is imported only inside `download_official`, which is called only
+when the user asks (the CLI `download` command, or a loader option that is off by default).
+`HF_HUB_OFFLINE` is honoured with a clear error. The weights' licence tag is "cc" with no variant:
+treat them as research-only and do not redistribute them (magicpose-method.md §15).
+"""
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+from pathlib import Path
+from typing import Callable
+
+log = logging.getLogger("MagicPose")
+
+REPO_ID = "Boese0601/MagicDance"
+FILENAME = "model_state-110000.th"
+APPROX_BYTES = 9_150_000_000  # magicpose-method.md §11.1 (2288.1 M fp32 parameters)
+URL = f"https://huggingface.co/{REPO_ID}/blob/main/{FILENAME}"
+FOLDER_NAME = "magicpose"     # ComfyUI models/<FOLDER_NAME>/ (registered by the glue through folder_paths)
+_TRUE = {"1", "true", "yes", "on"}
+
+
+class HubError(RuntimeError):
+    """The official weights could not be downloaded; the message says what to do instead."""
+
+
+def is_offline() -> bool:
+    """True when HF_HUB_OFFLINE is set (read from the environment now, not at import)."""
+    return os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in _TRUE
+
+
+def default_model_dir() -> Path:
+    """ComfyUI's models/magicpose when this pack sits in ComfyUI/custom_nodes/, else the current folder."""
+    comfy_root = Path(__file__).resolve().parents[3]
+    if (comfy_root / "main.py").is_file() and (comfy_root / "models").is_dir():
+        return comfy_root / "models" / FOLDER_NAME
+    return Path.cwd()
+
+
+def download_command(folder: str | os.PathLike) -> str:
+    return f"python -m magicpose_core.checkpoint download --dir {folder}"
+
+
+def missing_weights_message(folder: str | os.PathLike) -> str:
+    """What to put where (or which command downloads it) when no MagicPose weights are found in `folder`."""
+    folder = str(folder)
+    return (
+        f"MagicPose weights not found. Put the official file {FILENAME} (~9.15 GB, from {URL}) in {folder}, "
+        f"or download it there with `{download_command(folder)}` (run it in the MagicPose pack folder), or turn on "
+        f"the loader's download option. Optionally convert it once to fp16 safetensors (~2.4 GB, faster loads) with "
+        f"`python -m magicpose_core.checkpoint convert {os.path.join(folder, FILENAME)} {folder}`."
+    )
+
+
+def _progress_tqdm(progress: Callable[[int, int], None]):
+    """A tqdm class that forwards byte counts to `progress(done, total)` (huggingface_hub's tqdm_class hook)."""
+    from tqdm.auto import tqdm
+
+    class _Forward(tqdm):
+        def update(self, n=1):
+            out = super().update(n)
+            if self.total:
+                progress(int(self.n), int(self.total))
+            return out
+
+    return _Forward
+
+
+def download_official(dest_dir: str | os.PathLike | None = None, progress: Callable[[int, int], None] | None = None,
+                      force: bool = False) -> Path:
+    """Fetch `model_state-110000.th` into `dest_dir` (default: `default_model_dir()`) and return its path.
+
+    An existing file there is returned as is (no network access). Raises HubError when offline, when
+    huggingface_hub is missing, when the disk is too small, or when the download fails.
+    """
+    dest = Path(dest_dir) if dest_dir is not None else default_model_dir()
+    target = dest / FILENAME
+    if target.is_file() and not force:
+        log.info("MagicPose: %s already present, not downloading", target)
+        return target
+    if is_offline():
+        raise HubError(f"HF_HUB_OFFLINE is set, so MagicPose will not download {FILENAME}. "
+                       f"Put the file in {dest} yourself ({URL}), or unset HF_HUB_OFFLINE and run "
+                       f"`{download_command(dest)}`.")
+    dest.mkdir(parents=True, exist_ok=True)
+    free = shutil.disk_usage(dest).free
+    if free < APPROX_BYTES * 1.05:
+        raise HubError(f"not enough free disk space in {dest} for {FILENAME}: {free / 1e9:.1f} GB free, "
+                       f"~{APPROX_BYTES / 1e9:.2f} GB needed")
+    try:
+        from huggingface_hub import hf_hub_download
+    except ImportError as e:
+        raise HubError("downloading needs huggingface_hub: `pip install huggingface_hub` "
+                       f"(or fetch {URL} by hand into {dest})") from e
+    log.info("MagicPose: downloading %s from %s into %s (~%.2f GB)", FILENAME, REPO_ID, dest, APPROX_BYTES / 1e9)
+    kwargs = {"tqdm_class": _progress_tqdm(progress)} if progress is not None else {}
+    try:
+        path = hf_hub_download(repo_id=REPO_ID, filename=FILENAME, local_dir=str(dest), force_download=force,
+                               **kwargs)
+    except Exception as e:  # huggingface_hub raises many types (offline, HTTP, disk); all get the same advice
+        reason = str(e).strip().rstrip(".")
+        raise HubError(f"could not download {FILENAME} from {REPO_ID}: {type(e).__name__}: {reason}. "
+                       f"Download {URL} by hand into {dest}.") from e
+    return Path(path)

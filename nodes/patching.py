@@ -1,0 +1,353 @@
+"""Patching the user's MODEL with MagicPose: the appearance bank inside ComfyUI's own sampling.
+
+`apply_magicpose` clones the MODEL (the input is never mutated) and adds:
+- the appearance UNet (ACM) as an additional model, so ComfyUI loads and offloads it with the main model;
+- a DIFFUSION_MODEL wrapper keyed "magicpose": per model call with conditional rows, it obtains the bank for
+  this timestep (the ACM on the clean reference latent at the same timestep and text context; cached per
+  (timestep, context)) and hands it to the call through ``transformer_options``;
+- an attn1_patch that, on conditional rows only, appends the bank to the self-attention keys and values;
+- an OUTER_SAMPLE wrapper that scopes the bank cache to one sampling run and releases it in ``finally``.
+The pose ControlNet is attached to the positive conditioning only (`attach_pose_control`).
+
+Behaviour ported from MagicDance@a515a1f cldm/cldm.py (ControlLDMReferenceOnlyPose.apply_model) and
+ldm/modules/attention.py (BasicTransformerBlock.forward): facts only (magicpose-method.md §3, §4, §7).
+"""
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+from dataclasses import dataclass, field
+
+import torch
+
+import comfy.model_patcher
+import comfy.patcher_extension
+from comfy.ldm.modules.attention import optimized_attention
+
+from ..magicpose_core.attention_bank import (Bank, BankCache, BankStats, check_sites, cond_row_mask, extend_kv,
+                                             site_key)
+from ..magicpose_core.config import SITES
+from ..magicpose_core.reference import MagicPoseReference
+
+log = logging.getLogger("MagicPose")
+
+WRAPPER_KEY = "magicpose"
+CALL_KEY = "magicpose_call"  # transformer_options key carrying one model call's bank to the attn1 patches
+WrappersMP = comfy.patcher_extension.WrappersMP
+
+
+class _BankComplete(Exception):
+    """Raised by the writer after the last site: the rest of the ACM forward cannot affect the bank."""
+
+
+@dataclass
+class CallState:
+    """One main-UNet call: the bank (on the call's device and dtype) and which rows are conditional."""
+
+    bank: Bank
+    cond_rows: torch.Tensor       # (B,) bool
+    strength: float
+    stats: BankStats
+    seen: set = field(default_factory=set)
+
+
+class BankWriter:
+    """attn1_patch of the ACM pass: records the post-norm1 hidden states (B=1, N_ref, C) per site."""
+
+    def __init__(self, sink: Bank, last: tuple = SITES[-1]):
+        self.sink = sink
+        self.last = last
+
+    def __call__(self, n, context, value, extra_options):
+        key = site_key(extra_options.get("block"), extra_options.get("block_index", 0))
+        if key is not None:
+            self.sink[key] = n
+            if key == self.last:
+                raise _BankComplete
+        return n, context, value
+
+
+class BankReader:
+    """attn1_patch of the main UNet: K/V = cat([own, bank], tokens) on conditional rows; uncond rows plain."""
+
+    def __call__(self, n, context, value, extra_options):
+        state: CallState | None = extra_options.get(CALL_KEY)
+        if state is None:
+            return n, context, value
+        key = site_key(extra_options.get("block"), extra_options.get("block_index", 0))
+        ref = state.bank.get(key)
+        if ref is None:
+            return n, context, value
+        if ref.shape[-1] != context.shape[-1]:
+            raise RuntimeError(f"MagicPose bank at {key} has {ref.shape[-1]} channels but the MODEL has "
+                               f"{context.shape[-1]} there: MagicPose needs an SD1.5 MODEL")
+        context, value = extend_kv(context, value, ref, state.cond_rows)  # (B, N, C) -> (B, N + N_ref, C)
+        state.seen.add(key)
+        state.stats.reads[key] += 1
+        return n, context, value
+
+    def to(self, device):
+        return self
+
+
+class WeightedReferenceAttention:
+    """attn1 replace used only when reference strength != 1: reference keys get a log(strength) logit bias,
+    i.e. their softmax weight is multiplied by the strength (1 = official, 0 = plain SD1.5)."""
+
+    def __call__(self, q, k, v, extra_options):
+        heads = extra_options["n_heads"]
+        precision = extra_options.get("attn_precision")
+        state: CallState | None = extra_options.get(CALL_KEY)
+        n_own = q.shape[1]
+        if state is None or k.shape[1] == n_own:
+            return optimized_attention(q, k, v, heads, attn_precision=precision)
+        bias = torch.zeros((q.shape[0], 1, k.shape[1]), device=q.device, dtype=q.dtype)  # (B, 1, N + N_ref)
+        rows = state.cond_rows.to(q.device)
+        bias[rows, :, n_own:] = math.log(state.strength)
+        return optimized_attention(q, k, v, heads, mask=bias, attn_precision=precision)
+
+    def to(self, device):
+        return self
+
+
+@dataclass
+class MagicPoseOptions:
+    reference_strength: float = 1.0  # softmax weight of the reference tokens; 1 = official
+    reference_start: float = 0.0     # sampling-progress window in which the bank is read
+    reference_end: float = 1.0
+    park_bank_on_cpu: bool = False   # keep cached banks on the CPU between frame chunks
+    strict_sites: bool = False       # raise instead of warn when a site never fires
+
+
+class MagicPoseRun:
+    """State of one patched model: the ACM, the reference, the bank cache and the counters."""
+
+    def __init__(self, acm, reference: MagicPoseReference, options: MagicPoseOptions):
+        self.acm = acm                     # ModelPatcher of the ACM (its model: comfy BaseModel)
+        self.reference = reference
+        self.options = options
+        self.cache = BankCache()
+        self.stats = BankStats()
+        self._scopes = 0
+        self._sigma_window: tuple[float, float] | None = None
+        self._latent_format = None
+        self._warned: set[str] = set()
+
+    # --- scope of the bank cache -------------------------------------------------------------------------
+    @contextlib.contextmanager
+    def bank_scope(self, park_on_cpu: bool | None = None):
+        """Keep banks for every timestep across several sampling runs (frame chunks); free them on exit."""
+        park = self.options.park_bank_on_cpu if park_on_cpu is None else park_on_cpu
+        self._scopes += 1
+        self.cache.keep_all = True
+        self.cache.park_device = torch.device("cpu") if park else None
+        try:
+            yield self
+        finally:
+            self._scopes -= 1
+            if self._scopes == 0:
+                self.cache = BankCache()
+
+    def begin_sampling(self, model_patcher) -> None:
+        ms = model_patcher.get_model_object("model_sampling")
+        self._latent_format = model_patcher.get_model_object("latent_format")
+        o = self.options
+        self._sigma_window = (float(ms.percent_to_sigma(o.reference_start)), float(ms.percent_to_sigma(o.reference_end)))
+        if self._scopes == 0:
+            self.cache = BankCache()
+
+    def end_sampling(self) -> None:
+        if self._scopes == 0:
+            self.cache = BankCache()  # release every bank of this run
+        else:
+            self.cache.park()
+
+    # --- per call ----------------------------------------------------------------------------------------
+    def active(self, transformer_options: dict) -> bool:
+        if self.options.reference_strength <= 0:
+            return False
+        sigmas = transformer_options.get("sigmas")
+        if sigmas is None or self._sigma_window is None:
+            return True
+        s = float(sigmas.max())
+        hi, lo = self._sigma_window
+        return lo <= s <= hi
+
+    def bank_for(self, x: torch.Tensor, timesteps: torch.Tensor, context: torch.Tensor, rows: torch.Tensor) -> Bank:
+        """The bank for the conditional rows of this call, on x's device and dtype: (1 or R, N_ref, C) per site."""
+        idx = rows.nonzero().flatten().tolist()
+        groups: list[list[int]] = []  # conditional rows sharing (timestep, context); usually one group
+        for i in idx:
+            for g in groups:
+                if bool(timesteps[i] == timesteps[g[0]]) and torch.equal(context[i], context[g[0]]):
+                    g.append(i)
+                    break
+            else:
+                groups.append([i])
+        banks = []
+        for g in groups:
+            r = g[0]
+            t, ctx = timesteps[r:r + 1], context[r:r + 1]  # (1,), (1, T, C)
+            bank = self.cache.lookup(float(t), ctx)
+            if bank is None:
+                self.stats.misses += 1
+                bank = self._run_acm(t, ctx, x.shape[-2:], x.device)
+                self.cache.store(float(t), ctx, bank)
+            else:
+                self.stats.hits += 1
+            banks.append(bank)
+        if len(banks) == 1:
+            return {k: v.to(x.device, x.dtype) for k, v in banks[0].items()}
+        order = [next(j for j, g in enumerate(groups) if i in g) for i in idx]
+        return {k: torch.cat([banks[j][k] for j in order]).to(x.device, x.dtype) for k in banks[0]}  # (R, N_ref, C)
+
+    def _reference_latent(self, hw: tuple[int, int]) -> torch.Tensor:
+        h, w = int(hw[0]), int(hw[1])
+        if self.reference.latent_size != (h, w) and "resize" not in self._warned:
+            self._warned.add("resize")
+            rh, rw = self.reference.latent_size
+            log.warning("MagicPose: the reference is %dx%d but the frames are %dx%d; resizing the reference latent "
+                        "(prepare the reference at the frame size for best results)", rw * 8, rh * 8, w * 8, h * 8)
+        return self.reference.latent_resized(h, w)
+
+    def _run_acm(self, t: torch.Tensor, ctx: torch.Tensor, hw, device) -> Bank:
+        """One ACM forward on the clean reference latent at timestep t with text ctx; returns its 16 norm1 states."""
+        model = self.acm.model
+        dtype = model.get_dtype_inference()
+        z = self._latent_format.process_in(self._reference_latent(hw).float()).to(device, dtype)  # (1, 4, h, w)
+        sink: Bank = {}
+        topts = {"patches": {"attn1_patch": [BankWriter(sink)]}, "cond_or_uncond": [0]}
+        with torch.no_grad():
+            try:
+                model.diffusion_model(z, t.float().to(device), context=ctx.to(device, dtype), control=None,
+                                      transformer_options=topts)
+            except _BankComplete:
+                pass
+        self.stats.acm_calls += 1
+        for k in sink:
+            self.stats.writes[k] += 1
+        missing = check_sites(set(sink))
+        if missing:
+            raise RuntimeError(f"the appearance model wrote no bank entry at {sorted(missing)}: the MagicPose "
+                               f"appearance weights are not an SD1.5 UNet")
+        return sink
+
+    def after_call(self, state: CallState) -> None:
+        missing = check_sites(state.seen)
+        if not missing:
+            return
+        self.stats.missing_sites |= missing
+        msg = (f"MagicPose: the appearance bank was not read at {len(missing)} of 16 attention sites "
+               f"{sorted(missing)[:4]}: is the MODEL an SD1.5 UNet, or does another node replace its self-attention?")
+        if self.options.strict_sites:
+            raise RuntimeError(msg)
+        if "sites" not in self._warned:
+            self._warned.add("sites")
+            log.warning(msg)
+
+
+class DiffusionModelWrapper:
+    """DIFFUSION_MODEL wrapper: bank for conditional rows, then the UNet; per-call state dropped in finally."""
+
+    def __init__(self, run: MagicPoseRun):
+        self.run = run
+
+    def __call__(self, executor, x, timesteps, context, y, control, transformer_options, **kwargs):
+        run = self.run
+        coc = transformer_options.get("cond_or_uncond") or []
+        if 0 not in coc or not run.active(transformer_options):
+            run.stats.plain_calls += 1
+            return executor(x, timesteps, context, y, control, transformer_options, **kwargs)
+        rows = cond_row_mask(coc, x.shape[0])
+        run.stats.bank_calls += 1
+        state = CallState(run.bank_for(x, timesteps, context, rows), rows, run.options.reference_strength, run.stats)
+        topts = dict(transformer_options)
+        topts[CALL_KEY] = state
+        try:
+            out = executor(x, timesteps, context, y, control, topts, **kwargs)
+        finally:
+            topts.pop(CALL_KEY, None)
+        run.after_call(state)
+        return out
+
+
+class OuterSampleWrapper:
+    """OUTER_SAMPLE wrapper: one sampling run; its banks are released in finally (success, error, interrupt)."""
+
+    def __init__(self, run: MagicPoseRun):
+        self.run = run
+
+    def __call__(self, executor, *args, **kwargs):
+        self.run.begin_sampling(executor.class_obj.model_patcher)
+        try:
+            return executor(*args, **kwargs)
+        finally:
+            self.run.end_sampling()
+
+
+def check_sd15(model) -> None:
+    """Raise a clear error unless `model` is an SD1.5-architecture MODEL (what MagicPose was trained with)."""
+    cfg = getattr(getattr(model.model, "model_config", None), "unet_config", {}) or {}
+    if cfg.get("context_dim") != 768 or cfg.get("model_channels") != 320 or cfg.get("adm_in_channels"):
+        name = type(model.model).__name__
+        raise ValueError(f"MagicPose needs an SD1.5 MODEL (context 768, 320 channels); got {name} with "
+                         f"context_dim={cfg.get('context_dim')}: load an SD1.5 checkpoint (or the SD1.5 bundled "
+                         f"with MagicPose, converted with --with-sd15)")
+
+
+def apply_magicpose(model, magicpose, reference: MagicPoseReference, options: MagicPoseOptions | None = None):
+    """Return a clone of `model` sampling with the MagicPose appearance bank; `model` itself is untouched.
+
+    Args:
+        model: the user's SD1.5 MODEL (ModelPatcher).
+        magicpose: the MAGICPOSE_MODEL bundle (its `appearance` ModelPatcher is the ACM).
+        reference: the prepared reference (its raw VAE latent).
+        options: strengths, window and cache policy; the defaults are the official behaviour.
+    """
+    check_sd15(model)
+    options = options or MagicPoseOptions()
+    run = MagicPoseRun(magicpose.appearance, reference, options)
+    m = model.clone()
+    m.set_additional_models(WRAPPER_KEY, [magicpose.appearance])
+    m.add_wrapper_with_key(WrappersMP.DIFFUSION_MODEL, WRAPPER_KEY, DiffusionModelWrapper(run))
+    m.add_wrapper_with_key(WrappersMP.OUTER_SAMPLE, WRAPPER_KEY, OuterSampleWrapper(run))
+    m.set_model_attn1_patch(BankReader())
+    if options.reference_strength > 0 and not math.isclose(options.reference_strength, 1.0):
+        replace = WeightedReferenceAttention()
+        taken = m.model_options["transformer_options"].get("patches_replace", {}).get("attn1", {})
+        for block, number, index in SITES:
+            if (block, number, index) in taken:
+                log.warning("MagicPose: replacing another node's attn1 replacement at %s to weight the reference",
+                            (block, number, index))
+            m.set_model_attn1_replace(replace, block, number, index)
+    return m
+
+
+def magicpose_run(model) -> MagicPoseRun:
+    """The MagicPoseRun of a patched model (for the sampler node and tests)."""
+    for w in model.get_wrappers(WrappersMP.DIFFUSION_MODEL, WRAPPER_KEY):
+        if isinstance(w, DiffusionModelWrapper):
+            return w.run
+    raise ValueError("this MODEL has no MagicPose patch: connect it through MagicPose Apply")
+
+
+def attach_pose_control(positive, controlnet, poses: torch.Tensor, strength: float = 1.0,
+                        start_percent: float = 0.0, end_percent: float = 1.0):
+    """The pose ControlNet on the positive conditioning only (the official unconditional pass has no pose
+    residuals); chains after any ControlNet already there. poses: IMAGE (B, H, W, 3) in [0, 1]."""
+    if strength == 0:
+        return positive
+    hint = poses.movedim(-1, 1)  # (B, H, W, 3) -> (B, 3, H, W)
+    out, made = [], {}
+    for emb, d in positive:
+        d = d.copy()
+        prev = d.get("control")
+        if prev not in made:
+            c = controlnet.copy().set_cond_hint(hint, strength, (start_percent, end_percent))
+            c.set_previous_controlnet(prev)
+            made[prev] = c
+        d["control"] = made[prev]
+        d["control_apply_to_uncond"] = False
+        out.append([emb, d])
+    return out

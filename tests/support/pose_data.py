@@ -1,0 +1,119 @@
+"""Test material for the pose tests: synthetic people, the real photos shipped by registry packages, and a
+converter to controlnet_aux's keypoint objects (the parity reference)."""
+from __future__ import annotations
+
+import os
+
+import numpy as np
+
+from magicpose_core.pose.keypoints import Person, PoseFrame
+
+# A plausible standing person on a 512 x 512 canvas (OpenPose-18 order, pixels).
+STANDING = np.array([
+    [256, 100], [256, 150], [216, 150], [196, 210], [186, 265], [296, 150], [316, 210], [326, 265],
+    [231, 270], [226, 350], [224, 430], [281, 270], [286, 350], [288, 430], [246, 90], [266, 90],
+    [236, 95], [276, 95]], dtype=np.float64)
+
+
+def hand_points(wrist: np.ndarray, scale: float = 1.0, rng: np.random.Generator | None = None) -> np.ndarray:
+    """A 21-point open hand fanning upward from ``wrist``."""
+    pts = [wrist]
+    for f in range(5):
+        ang = np.deg2rad(-150 + 30 * f)
+        for k in range(1, 5):
+            pts.append(wrist + scale * k * 9 * np.array([np.cos(ang), np.sin(ang)]))
+    xy = np.array(pts)
+    if rng is not None:
+        xy = xy + rng.normal(0, 1.5, xy.shape)
+    return np.concatenate([xy, np.ones((21, 1))], axis=1)
+
+
+def face_points(center: np.ndarray, width: float = 60.0, mouth_open: float = 4.0,
+                eye_dist: float | None = None) -> np.ndarray:
+    """A schematic frontal 70-point iBUG face (jaw, brows, nose, eyes, lips, pupils) around ``center``."""
+    w = width
+    h = 1.2 * w
+    ed = eye_dist if eye_dist is not None else 0.42 * w
+    cx, cy = center
+    pts = np.zeros((70, 2))
+    t = np.linspace(np.pi, 0, 17)
+    pts[0:17] = np.stack([cx + 0.5 * w * np.cos(t), cy + 0.1 * h + 0.5 * h * np.sin(t)], 1)  # jaw: ear to ear via chin
+    for k in range(5):
+        pts[17 + k] = [cx - ed / 2 - 0.18 * w + 0.09 * w * k, cy - 0.25 * h - 0.03 * h * np.sin(np.pi * k / 4)]
+        pts[22 + k] = [cx + ed / 2 - 0.18 * w + 0.09 * w * k, cy - 0.25 * h - 0.03 * h * np.sin(np.pi * k / 4)]
+    for k in range(4):
+        pts[27 + k] = [cx, cy - 0.15 * h + 0.07 * h * k]
+    for k in range(5):
+        pts[31 + k] = [cx - 0.1 * w + 0.05 * w * k, cy + 0.15 * h]
+    for side, start in ((-1, 36), (1, 42)):
+        ex = cx + side * ed / 2
+        ang = np.linspace(0, 2 * np.pi, 7)[:-1]
+        pts[start:start + 6] = np.stack([ex - 0.1 * w * np.cos(ang), cy - 0.1 * h + 0.03 * h * np.sin(ang)], 1)
+    ang = np.linspace(0, 2 * np.pi, 13)[:-1]
+    pts[48:60] = np.stack([cx - 0.2 * w * np.cos(ang), cy + 0.3 * h + (0.04 * h + mouth_open / 2) * np.sin(ang)], 1)
+    ang = np.linspace(0, 2 * np.pi, 9)[:-1]
+    pts[60:68] = np.stack([cx - 0.14 * w * np.cos(ang), cy + 0.3 * h + (mouth_open / 2) * np.sin(ang)], 1)
+    pts[68] = pts[36:42].mean(0)
+    pts[69] = pts[42:48].mean(0)
+    return np.concatenate([pts, np.ones((70, 1))], axis=1)
+
+
+def standing_person(scale: float = 1.0, offset=(0.0, 0.0), rng: np.random.Generator | None = None,
+                    hands: bool = True, face: bool = True) -> Person:
+    xy = STANDING * scale + np.asarray(offset)
+    if rng is not None:
+        xy = xy + rng.normal(0, 3, xy.shape)
+    body = np.concatenate([xy, np.ones((18, 1))], axis=1)
+    return Person(body=body,
+                  face=face_points(xy[0] + [0, 5 * scale], 50 * scale) if face else None,
+                  left_hand=hand_points(xy[7], scale, rng) if hands else None,
+                  right_hand=hand_points(xy[4], scale, rng) if hands else None)
+
+
+def random_person(rng: np.random.Generator, width: int, height: int, missing: float = 0.15,
+                  low_conf: float = 0.15) -> Person:
+    """Random points anywhere (some off-canvas), some missing and some with low confidence."""
+    def part(n):
+        xy = rng.uniform([-0.05 * width, -0.05 * height], [1.05 * width, 1.05 * height], (n, 2))
+        if rng.random() < 0.5:
+            xy = np.round(xy)  # integer pixels: where x / W * W truncation matters
+        conf = rng.uniform(0.5, 1.0, n)
+        conf[rng.random(n) < low_conf] = rng.uniform(0.01, 0.3)
+        conf[rng.random(n) < missing] = 0.0
+        return np.concatenate([xy, conf[:, None]], axis=1)
+    return Person(body=part(18), face=part(70) if rng.random() < 0.8 else None,
+                  left_hand=part(21) if rng.random() < 0.8 else None,
+                  right_hand=part(21) if rng.random() < 0.8 else None)
+
+
+def to_controlnet_aux(frame: PoseFrame, threshold: float = 0.0):
+    """PoseFrame -> controlnet_aux PoseResults (0-1 keypoints; None / (0, 0) for missing points)."""
+    from controlnet_aux.open_pose import PoseResult
+    from controlnet_aux.open_pose.body import BodyResult, Keypoint
+
+    w, h = frame.width, frame.height
+
+    def body(v):
+        return [Keypoint(x / w, y / h) if c > threshold else None for x, y, c in v]
+
+    def dots(v):
+        if v is None:
+            return None
+        return [Keypoint(x / w, y / h) if c > threshold else Keypoint(0.0, 0.0) for x, y, c in v]
+
+    return [PoseResult(BodyResult(body(p.body), 0.0, 0), dots(p.left_hand), dots(p.right_hand), dots(p.face))
+            for p in frame.people]
+
+
+def astronaut() -> np.ndarray:
+    import skimage.data
+
+    return skimage.data.astronaut()  # (512, 512, 3) uint8, public domain (NASA)
+
+
+def grace_hopper() -> np.ndarray:
+    import cv2
+    import matplotlib
+
+    path = os.path.join(matplotlib.get_data_path(), "sample_data", "grace_hopper.jpg")
+    return cv2.cvtColor(cv2.imread(path), cv2.COLOR_BGR2RGB)  # (600, 512, 3), public domain (US Navy)
