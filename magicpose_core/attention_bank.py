@@ -86,7 +86,7 @@ class BankStats:
     writes: Counter = field(default_factory=Counter)     # site -> entries written
     reads: Counter = field(default_factory=Counter)      # site -> attn1 calls whose K/V were extended
     bank_calls: int = 0                                  # main-UNet calls that carried a bank (had conditional rows)
-    plain_calls: int = 0                                 # main-UNet calls without one (unconditional, or outside the window)
+    plain_calls: int = 0                                 # main-UNet calls without one (uncond, or outside the window)
     missing_sites: set = field(default_factory=set)      # expected sites that never fired in a conditional call
 
     def reset(self) -> None:

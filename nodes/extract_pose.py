@@ -124,7 +124,7 @@ class ExtractPose(io.ComfyNode):
                 io.Combo.Input("person", options=list(PERSON_MODES), default="largest",
                                tooltip="Which person to follow: the largest, the person_index-th from the left, or "
                                        "all (no smoothing or retargeting). MagicPose was trained on one person."),
-                io.Int.Input("person_index", default=0, min=0, max=64, advanced=True,
+                io.Int.Input("person_index", default=0, min=0, max=64, optional=True, advanced=True,
                              tooltip="With person = index: 0 = leftmost person in the first frame."),
                 io.Combo.Input("smoothing", options=list(SMOOTHING_PRESETS), default="medium",
                                tooltip="Temporal stabilisation for videos: One Euro filter, confidence hysteresis "
@@ -150,14 +150,15 @@ class ExtractPose(io.ComfyNode):
                 io.Combo.Input("fit", options=list(FIT_MODES), default="center_crop",
                                tooltip="How frames become width x height; use the same as the reference. "
                                        "center_crop = official; letterbox pads black; stretch ignores aspect."),
-                io.Combo.Input("render_canvas", options=list(RENDER_CANVASES), default="source", advanced=True,
+                io.Combo.Input("render_canvas", options=list(RENDER_CANVASES), default="source", optional=True,
+                               advanced=True,
                                tooltip="Where lines are drawn: source = at the frame's resolution, then fitted "
                                        "(official); training = scaled to the training maps' 604 px stroke size; "
                                        "output = at the output size (thicker lines)."),
-                io.Boolean.Input("allow_download", default=False, advanced=True,
+                io.Boolean.Input("allow_download", default=False, optional=True, advanced=True,
                                  tooltip="Download missing dwpose/openpose weights from Hugging Face into "
                                          "models/magicpose/<detector>/ (honours HF_HUB_OFFLINE). Off = never."),
-                io.Combo.Input("on_missing", options=list(ON_MISSING), default="warn", advanced=True,
+                io.Combo.Input("on_missing", options=list(ON_MISSING), default="warn", optional=True, advanced=True,
                                tooltip="A frame with no person: warn (one log line, empty pose map) or error."),
             ],
             outputs=[

@@ -16,12 +16,11 @@ from dataclasses import dataclass
 from fractions import Fraction
 from typing import Iterator
 
-import numpy as np
-import torch
-
 import comfy.model_management
 import comfy.utils
 import folder_paths
+import numpy as np
+import torch
 from comfy.cli_args import args
 
 from ..magicpose_core.geometry import FitGeometry, crop_back

@@ -69,8 +69,9 @@ class LoadModel(io.ComfyNode):
                                  tooltip="Download the official model_state-110000.th (9.15 GB) from Hugging Face "
                                  "into models/magicpose when it is missing. Off: never touches the network."),
             ],
-            outputs=[MagicPoseModelType.Output(display_name="MAGICPOSE_MODEL",
-                                               tooltip="Appearance model + pose ControlNet, for MagicPose Apply / Sampler.")],
+            outputs=[MagicPoseModelType.Output(
+                display_name="MAGICPOSE_MODEL",
+                tooltip="Appearance model + pose ControlNet, for MagicPose Apply / Sampler.")],
         )
 
     @classmethod

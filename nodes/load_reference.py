@@ -86,7 +86,7 @@ class LoadReference(io.ComfyNode):
                 io.Combo.Input("detector", options=["none", *DETECTOR_CHOICES], default="none",
                                tooltip="Detect the reference person's pose (for retargeting in Extract Pose), with "
                                        "the detectors of Extract Pose. none: no keypoints."),
-                io.Boolean.Input("allow_download", default=False, advanced=True,
+                io.Boolean.Input("allow_download", default=False, optional=True, advanced=True,
                                  tooltip="Let the detector download missing dwpose/openpose weights from Hugging "
                                          "Face into models/magicpose/<detector>/. Off = never."),
             ],

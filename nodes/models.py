@@ -9,11 +9,10 @@ import logging
 import os
 from dataclasses import dataclass
 
-import torch
-
 import comfy.controlnet
 import comfy.sd
 import folder_paths
+import torch
 
 from ..magicpose_core import checkpoint
 

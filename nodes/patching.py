@@ -19,14 +19,12 @@ import logging
 import math
 from dataclasses import dataclass, field
 
-import torch
-
 import comfy.model_patcher
 import comfy.patcher_extension
+import torch
 from comfy.ldm.modules.attention import optimized_attention
 
-from ..magicpose_core.attention_bank import (Bank, BankCache, BankStats, check_sites, cond_row_mask, extend_kv,
-                                             site_key)
+from ..magicpose_core.attention_bank import Bank, BankCache, BankStats, check_sites, cond_row_mask, extend_kv, site_key
 from ..magicpose_core.config import SITES
 from ..magicpose_core.reference import MagicPoseReference
 
@@ -153,7 +151,8 @@ class MagicPoseRun:
         ms = model_patcher.get_model_object("model_sampling")
         self._latent_format = model_patcher.get_model_object("latent_format")
         o = self.options
-        self._sigma_window = (float(ms.percent_to_sigma(o.reference_start)), float(ms.percent_to_sigma(o.reference_end)))
+        self._sigma_window = (float(ms.percent_to_sigma(o.reference_start)),
+                              float(ms.percent_to_sigma(o.reference_end)))
         if self._scopes == 0:
             self.cache = BankCache()
 

@@ -40,7 +40,8 @@ class MagicPoseSample(io.ComfyNode):
                 io.Int.Input("steps", default=50, min=1, max=1000,
                              tooltip="Denoising steps. Official: 50; 20-30 usually suffice."),
                 io.Float.Input("cfg", default=7.0, min=0.0, max=100.0, step=0.1, round=0.01,
-                               tooltip="Image-CFG scale: pushes away from plain SD1.5 (no reference, no pose). Official: 7."),
+                               tooltip="Image-CFG scale: pushes away from plain SD1.5 (no reference, no pose). "
+                               "Official: 7."),
                 io.Combo.Input("sampler_name", options=comfy.samplers.KSampler.SAMPLERS, default="ddim",
                                tooltip="Sampler. Official: ddim (deterministic DDIM, eta 0)."),
                 io.Combo.Input("scheduler", options=SCHEDULERS, default="ddim_uniform",
@@ -54,12 +55,14 @@ class MagicPoseSample(io.ComfyNode):
                              "memory. The appearance model runs once per step for all chunks."),
                 io.Boolean.Input("shared_noise", default=True,
                                  tooltip="Use the same initial noise for every frame (official; steadier video)."),
-                io.Float.Input("reference_strength", default=1.0, min=0.0, max=2.0, step=0.05, advanced=True,
+                io.Float.Input("reference_strength", default=1.0, min=0.0, max=2.0, step=0.05, optional=True,
+                               advanced=True,
                                tooltip="Softmax weight of the reference tokens in self-attention. 1 = official, "
                                "0 = no reference."),
-                io.Float.Input("pose_strength", default=1.0, min=0.0, max=2.0, step=0.05, advanced=True,
+                io.Float.Input("pose_strength", default=1.0, min=0.0, max=2.0, step=0.05, optional=True,
+                               advanced=True,
                                tooltip="Pose ControlNet strength. Official: 1."),
-                io.Boolean.Input("park_bank_on_cpu", default=False, advanced=True,
+                io.Boolean.Input("park_bank_on_cpu", default=False, optional=True, advanced=True,
                                  tooltip="Keep the cached appearance features (about 23 MB per step at 512x512 in "
                                  "fp16) in CPU memory between frame chunks to save VRAM on long videos."),
             ],

@@ -8,13 +8,12 @@ from __future__ import annotations
 import logging
 import math
 
-import torch
-
 import comfy.model_management
 import comfy.sample
 import comfy.samplers
 import comfy.utils
 import latent_preview
+import torch
 
 from ..magicpose_core.guidance import ddim_uniform_timesteps
 from ..magicpose_core.reference import MagicPoseReference

@@ -18,7 +18,6 @@ from __future__ import annotations
 import logging
 
 import torch
-
 from comfy.ldm.models.autoencoder import DiagonalGaussianRegularizer
 
 log = logging.getLogger("MagicPose")

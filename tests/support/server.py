@@ -94,7 +94,8 @@ class ComfyServer:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
-                raise RuntimeError(f"ComfyUI exited with {self.proc.returncode} while starting; log:\n{self.log_tail()}")
+                raise RuntimeError(f"ComfyUI exited with {self.proc.returncode} while starting; "
+                                   f"log:\n{self.log_tail()}")
             try:
                 self.get_json("/system_stats", timeout=2)
                 return self
