@@ -21,6 +21,20 @@ def P(pack):
     return pack.nodes.patching
 
 
+@pytest.fixture
+def made_by_sampler(pack, monkeypatch) -> list:
+    """The patched models MagicPoseSample builds internally (to read their MagicPoseRun afterwards)."""
+    made = []
+    orig = pack.nodes.sampling.apply_magicpose
+
+    def spy(*a, **k):
+        made.append(orig(*a, **k))
+        return made[-1]
+
+    monkeypatch.setattr(pack.nodes.sampling, "apply_magicpose", spy)
+    return made
+
+
 def _reference(pack, size=SIZE):
     return pack.magicpose_core.reference.MagicPoseReference.from_latent(reference_latent(size))
 
@@ -88,26 +102,14 @@ def test_input_model_untouched(pack, models, P):
     assert not torch.allclose(baseline, patched)
 
 
-def test_bank_computed_once_per_step_across_frame_chunks(pack, models, P):
+def test_bank_computed_once_per_step_across_frame_chunks(pack, models, P, made_by_sampler):
     unet, mp = models
     ctx = text_context()
-    calls = []
-    orig = pack.nodes.sampling.apply_magicpose
-
-    def spy(*a, **k):
-        m = orig(*a, **k)
-        calls.append(m)
-        return m
-
     steps, n, k = 3, 5, 2
-    pack.nodes.sampling.apply_magicpose = spy
-    try:
-        out = pack.nodes.sampling.magicpose_sample(unet, mp, {"samples": reference_latent(SIZE)}, pose_maps(n),
-                                                    conditioning(ctx), conditioning(ctx), 0, steps, 7.0, "ddim",
-                                                    "ddim_uniform", frame_batch=k)["samples"]
-    finally:
-        pack.nodes.sampling.apply_magicpose = orig
-    run = P.magicpose_run(calls[0])
+    out = pack.nodes.sampling.magicpose_sample(unet, mp, {"samples": reference_latent(SIZE)}, pose_maps(n),
+                                                conditioning(ctx), conditioning(ctx), 0, steps, 7.0, "ddim",
+                                                "ddim_uniform", frame_batch=k)["samples"]
+    run = P.magicpose_run(made_by_sampler[0])
     chunks = -(-n // k)
     assert out.shape == (n, 4, SIZE // 8, SIZE // 8)
     assert run.stats.acm_calls == steps                 # not steps x frames, not steps x chunks
@@ -191,18 +193,11 @@ def test_interrupt_frees_banks_and_next_run_succeeds(pack, models, P):
     assert torch.isfinite(out).all() and len(run.cache) == 0
 
 
-def test_interrupt_inside_chunked_sampler_releases_scope(pack, models, P):
+def test_interrupt_inside_chunked_sampler_releases_scope(pack, models, P, made_by_sampler):
     import comfy.model_management as mm
 
     unet, mp = models
     ctx = text_context()
-    made = []
-    orig = pack.nodes.sampling.apply_magicpose
-
-    def spy(*a, **k):
-        made.append(orig(*a, **k))
-        return made[-1]
-
     base = unet.clone()
     count = {"n": 0}
 
@@ -213,16 +208,14 @@ def test_interrupt_inside_chunked_sampler_releases_scope(pack, models, P):
         return args["uncond"] + (args["cond"] - args["uncond"]) * args["cond_scale"]
 
     base.set_model_sampler_cfg_function(cfg)
-    pack.nodes.sampling.apply_magicpose = spy
     try:
         with pytest.raises(mm.InterruptProcessingException):
             pack.nodes.sampling.magicpose_sample(base, mp, {"samples": reference_latent(SIZE)}, pose_maps(4),
                                                  conditioning(ctx), conditioning(ctx), 0, 3, 7.0, "ddim",
                                                  "ddim_uniform", frame_batch=2)
     finally:
-        pack.nodes.sampling.apply_magicpose = orig
         mm.interrupt_current_processing(False)
-    run = P.magicpose_run(made[0])
+    run = P.magicpose_run(made_by_sampler[0])
     assert len(run.cache) == 0 and run._scopes == 0
 
 
@@ -300,3 +293,40 @@ def test_mixed_cond_uncond_batch_equals_separate_calls(pack, models, P):
     assert float((mu - pu).abs().max()) <= 1e-5 * scale * 10   # uncond rows: plain SD1.5
     assert float((su - pu).abs().max()) <= 1e-5 * scale * 10
     assert float((mc - pc).abs().max()) > 1e-2 * scale          # cond rows did read the bank
+
+
+def test_reference_of_another_size_is_resized_with_a_warning(pack, models, caplog):
+    import logging
+
+    unet, mp = models
+    ctx = text_context()
+    small = {"samples": reference_latent(32)}  # 32x32 reference, 64x64 poses
+    with caplog.at_level(logging.WARNING, logger="MagicPose"):
+        out = pack.nodes.sampling.magicpose_sample(unet, mp, small, pose_maps(1), conditioning(ctx), conditioning(ctx),
+                                                   0, 1, 7.0, "ddim", "ddim_uniform")["samples"]
+    assert out.shape == (1, 4, SIZE // 8, SIZE // 8)
+    assert any("reference is 32x32 but the frames are 64x64" in r.getMessage() for r in caplog.records)
+
+
+def test_bad_pose_batches_give_clear_errors(pack, models):
+    unet, mp = models
+    ctx = text_context()
+    sample = pack.nodes.sampling.magicpose_sample
+    for poses, words in ((torch.zeros(1, 60, 64, 3), "multiples of 8"), (torch.zeros(0, 64, 64, 3), "empty"),
+                         (torch.zeros(1, 64, 64, 4), "(N, H, W, 3)")):
+        with pytest.raises(ValueError) as e:
+            sample(unet, mp, {"samples": reference_latent(SIZE)}, poses, conditioning(ctx), conditioning(ctx),
+                   0, 1, 7.0, "ddim", "ddim_uniform")
+        assert words in str(e.value)
+
+
+def test_non_sd15_model_is_refused(pack, models, P):
+    import types
+
+    unet, _ = models
+    P.check_sd15(unet)  # the factory SD1.5 passes
+    for cfg in ({"context_dim": 2048, "model_channels": 320, "adm_in_channels": 2816},   # SDXL
+                {"context_dim": 1024, "model_channels": 320}):                          # SD2
+        fake = types.SimpleNamespace(model=types.SimpleNamespace(model_config=types.SimpleNamespace(unet_config=cfg)))
+        with pytest.raises(ValueError, match="needs an SD1.5 MODEL"):
+            P.check_sd15(fake)
