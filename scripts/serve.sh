@@ -10,6 +10,11 @@ mkdir -p "$BASE"/{custom_nodes,input,output,temp,user,models/magicpose,models/ch
 ln -sfn "$ROOT" "$BASE/custom_nodes/magicpose"
 extra=()
 [ -n "${EXTRA_MODEL_PATHS:-}" ] && extra+=(--extra-model-paths-config "$EXTRA_MODEL_PATHS")
+# The pinned torch is a CUDA build: without a usable GPU ComfyUI must be told to run on the CPU.
+if ! "$ROOT/.venv/bin/python" -c 'import sys, torch; sys.exit(0 if torch.cuda.is_available() else 1)' 2>/dev/null; then
+  extra+=(--cpu)
+  echo "[serve] no CUDA device: running ComfyUI on the CPU" >&2
+fi
 cd "$COMFY"
 exec "$ROOT/.venv/bin/python" main.py --listen 127.0.0.1 --port "${PORT:-8188}" --disable-auto-launch \
   --base-directory "$BASE" --database-url sqlite:///:memory: --disable-api-nodes \
