@@ -81,7 +81,7 @@ class LoadReference(io.ComfyNode):
                 io.Combo.Input("encode", options=list(ENCODE_MODES), default=ENCODE_MODES[0],
                                tooltip="mode: ComfyUI's VAE encode, the posterior mean (deterministic). sample: "
                                        "mean + std * noise from the seed, as the official code."),
-                io.Int.Input("seed", default=42, min=0, max=0xFFFFFFFFFFFFFFFF,
+                io.Int.Input("seed", default=42, min=0, max=0xFFFFFFFFFFFFFFFF, control_after_generate=False,
                              tooltip="Noise seed of encode 'sample' (unused with 'mode'). Official: 42."),
                 io.Combo.Input("detector", options=["none", *DETECTOR_CHOICES], default="none",
                                tooltip="Detect the reference person's pose (for retargeting in Extract Pose), with "

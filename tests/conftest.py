@@ -108,7 +108,7 @@ def server(comfy_root, factory_files, tmp_path_factory):
     from support.server import ComfyServer
 
     base = tmp_path_factory.mktemp("server_base")
-    srv = ComfyServer(comfy_root, base, CACHE / "test-logs" / "server.log")
+    srv = ComfyServer(comfy_root, base, CACHE / "test-logs" / f"server-{os.getpid()}.log")
     srv.prepare_base({"checkpoints": [factory_files["sd15"]], "magicpose": [factory_files["magicpose"]]})
     srv.start()
     srv.post_json("/settings/Comfy.TutorialCompleted", True)

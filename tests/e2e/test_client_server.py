@@ -9,6 +9,7 @@ and Ctrl-C (SIGINT) interrupting the prompt on the server.
 from __future__ import annotations
 
 import json
+import os
 import random
 import signal
 import subprocess
@@ -35,7 +36,7 @@ def comfy_server(comfy_root, tmp_path_factory):
     from support.server import ComfyServer
 
     base = tmp_path_factory.mktemp("client_server_base")
-    srv = ComfyServer(comfy_root, base, ROOT / ".cache" / "test-logs" / "client_server.log")
+    srv = ComfyServer(comfy_root, base, ROOT / ".cache" / "test-logs" / f"client_server-{os.getpid()}.log")
     srv.prepare_base({})
     srv.start()
     yield srv
