@@ -27,6 +27,7 @@ SCHEDULERS = list(comfy.samplers.KSampler.SCHEDULERS) + [OFFICIAL_SCHEDULE]
 
 def as_reference(reference) -> MagicPoseReference:
     """A MAGICPOSE_REFERENCE, or a plain LATENT (its first item) until LoadReference is in the graph."""
+    # by name as well: a pack loaded twice (two module copies) makes instances of two distinct classes
     if isinstance(reference, MagicPoseReference) or type(reference).__name__ == "MagicPoseReference":
         return reference
     if isinstance(reference, dict) and "samples" in reference:
