@@ -27,7 +27,7 @@ Other figures: pose extraction throughput (scripts/bench_pose.py, a subprocess) 
 
     .venv/bin/python scripts/bench.py [--size 256] [--frames 8] [--steps 10] [--dtype fp32] [--device cpu]
     .venv/bin/python scripts/bench.py --device cuda            # 512x512, 25 steps, bf16 unless given
-    .venv/bin/python scripts/bench.py --tiny --size 64 --frames 2 --steps 2 --out-dir /tmp/b   # smoke run
+    .venv/bin/python scripts/bench.py --tiny --size 64 --frames 2 --steps 2 --out-dir .cache/bench-smoke   # smoke run
 
 Writes <out-dir>/bench.json (default .cache/bench) and a timestamped copy.
 """
