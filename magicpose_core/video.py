@@ -1,4 +1,5 @@
-"""Streaming video encoder on PyAV: frames -> mp4 (h264), webm (vp9), gif or animated webp, with optional audio.
+"""Streaming video encoder on PyAV: frames -> mp4 (h264), webm (vp9), gif, animated webp or lossless mkv (FFV1),
+with optional audio; and the reading side: a frame selection of a driving video, its sound, merging parts.
 
 MagicPose generates one image per driving frame (magicpose-method.md §8: the official script writes
 per-frame JPGs and leaves its ``gif`` folder empty), so the pack turns the frames into a playable file
@@ -22,24 +23,30 @@ Design:
   ``quality = 100 - crf`` (0 = lossless); gif ignores it (one adaptive palette per frame,
   FFmpeg ``palettegen stats_mode=single`` + ``paletteuse``).
 
+- Lossless: mkv stores the RGB frames exactly (FFV1, bgr0) with FLAC sound. The multi-server client
+  (magicpose_core.client) renders ranges to mkv and merges them with ``merge_videos``: the final encoder then
+  sees the same frames as a single render's, so the merged file equals it.
+- Reading (``read_frames``, ``read_audio``, ``probe_video``) needs numpy and PyAV only, no torch: the headless
+  client uses it. Only kept frames are converted to RGB (magicpose_core.frame_selection decides which).
+
 Codec facts follow the FFmpeg documentation (libx264, libvpx-vp9, libwebp, gif muxer time base 1/100).
 """
 from __future__ import annotations
 
 import logging
 import os
+import sys
 from dataclasses import dataclass
 from fractions import Fraction
 from typing import Any, Callable, Iterable, Iterator, Mapping
 
 import numpy as np
-import torch
 
-from .images import iter_uint8
+from .frame_selection import FrameSelection
 
 log = logging.getLogger("MagicPose")
 
-VIDEO_FORMATS = ("mp4", "webm", "gif", "webp")
+VIDEO_FORMATS = ("mp4", "webm", "gif", "webp", "mkv")
 DEFAULT_CRF = 19
 CONVERT_CHUNK = 1  # frames converted to uint8 at once (measured at 512²: 4 leaves ~80 MB more RSS, ~15% faster)
 WEBP_MAX_SIZE = 16383  # libwebp WEBP_MAX_DIMENSION
@@ -64,6 +71,8 @@ FORMATS: dict[str, VideoFormat] = {
     "webm": VideoFormat("webm", "libvpx-vp9", "yuv420p", "libopus", None, True, 63),
     "gif": VideoFormat("gif", "gif", "pal8", None, Fraction(1, 100), False, 63),
     "webp": VideoFormat("webp", "libwebp_anim", "yuv420p", None, Fraction(1, 1000), False, 100),
+    # lossless: FFV1 stores the RGB frames exactly (bgr0 is rgb24 reordered), FLAC the sound; crf is ignored
+    "mkv": VideoFormat("matroska", "ffv1", "bgr0", "flac", None, False, 63),
 }
 _OPUS_RATE = 48000  # libopus accepts 8/12/16/24/48 kHz; 48 kHz always works
 
@@ -110,7 +119,7 @@ def audio_to_numpy(audio: Any) -> tuple[np.ndarray, int]:
         raise ValueError("audio must be a ComfyUI AUDIO dict {'waveform': (B, C, S), 'sample_rate': int}")
     if wave is None or rate is None or int(rate) <= 0:
         raise ValueError("audio needs a 'waveform' and a positive 'sample_rate'")
-    arr = wave.detach().to("cpu", torch.float32).numpy() if isinstance(wave, torch.Tensor) else np.asarray(wave)
+    arr = wave.detach().to("cpu").float().numpy() if _is_tensor(wave) else np.asarray(wave)
     if arr.ndim == 3:
         if arr.shape[0] > 1:
             log.warning("audio batch of %d clips: using the first", arr.shape[0])
@@ -118,6 +127,12 @@ def audio_to_numpy(audio: Any) -> tuple[np.ndarray, int]:
     if arr.ndim != 2 or arr.shape[0] < 1:
         raise ValueError(f"audio waveform must be (C, S) or (B, C, S), got shape {arr.shape}")
     return np.ascontiguousarray(arr, dtype=np.float32), int(rate)
+
+
+def _is_tensor(x: Any) -> bool:
+    """A torch tensor, without importing torch (the headless client merges videos without it)."""
+    torch = sys.modules.get("torch")
+    return torch is not None and isinstance(x, torch.Tensor)
 
 
 def _layout(channels: int) -> str:
@@ -192,8 +207,10 @@ def _gif_palette_graph(width: int, height: int, time_base: Fraction):
     return graph
 
 
-def _frames_of(frames: torch.Tensor | Iterable[np.ndarray], chunk: int) -> tuple[Iterator[np.ndarray], int | None]:
-    if isinstance(frames, torch.Tensor):
+def _frames_of(frames: Any, chunk: int) -> tuple[Iterator[np.ndarray], int | None]:
+    if _is_tensor(frames):
+        from .images import iter_uint8
+
         if frames.ndim != 4:
             raise ValueError(f"expected an IMAGE batch (B, H, W, C), got shape {tuple(frames.shape)}")
         return iter_uint8(frames, chunk=min(chunk, CONVERT_CHUNK)), int(frames.shape[0])
@@ -213,7 +230,7 @@ def _check_frame(frame: np.ndarray, size: tuple[int, int] | None, index: int) ->
 
 
 def encode_video(
-    frames: torch.Tensor | Iterable[np.ndarray],
+    frames: Any,
     path: str,
     fps: float | Fraction,
     format: str = "mp4",
@@ -224,7 +241,8 @@ def encode_video(
     metadata: Mapping[str, str] | None = None,
     on_progress: Callable[[int, int | None], None] | None = None,
 ) -> EncodedVideo:
-    """Encode frames to ``path``: an IMAGE tensor (B, H, W, 3) in [0, 1] or an iterable of HWC uint8 RGB frames.
+    """Encode frames to ``path``: an IMAGE tensor (B, H, W, 3) in [0, 1] or an iterable of HWC uint8 RGB frames
+    (numpy only: the headless client merges parts without torch).
 
     ``on_progress(frames_done, total)`` runs after every ``chunk`` frames (total is None for an iterator);
     it may raise to stop (interruption), in which case the partial file is removed.
@@ -240,7 +258,7 @@ def encode_video(
                          f"{GIF_MAX_FPS} fps for gif (got {float(rate):g}), or mp4/webm")
     if not 0 <= int(crf) <= fmt.max_crf:
         raise ValueError(f"crf {crf} is out of range for {format} (0 to {fmt.max_crf})")
-    if isinstance(frames, torch.Tensor) and frames.shape[0] == 0:
+    if _is_tensor(frames) and frames.shape[0] == 0:
         raise ValueError("no frames to encode: the image batch is empty")
     source, total = _frames_of(frames, chunk)
     wave = audio_to_numpy(audio) if audio is not None else None
@@ -342,3 +360,156 @@ def _muxer_options(format: str) -> dict[str, str]:
     if format in ("gif", "webp"):
         return {"loop": "0"}  # loop forever
     return {}
+
+
+# --- reading: a selection of a driving video, its sound, merging parts ---------------------------------------
+
+@dataclass(frozen=True)
+class VideoProbe:
+    """A video file's first video stream: frame count (from the packets, nothing decoded), rate, size."""
+
+    frames: int
+    fps: Fraction
+    width: int
+    height: int
+    has_audio: bool
+
+
+def _open(source: Any):
+    """av.open for reading a path or file object; a clear ValueError (without the path) when it is no video."""
+    import av
+
+    if hasattr(source, "seek"):
+        source.seek(0)
+    try:
+        return av.open(source, mode="r")
+    except (av.FFmpegError, OSError) as e:
+        reason = getattr(e, "strerror", None) or type(e).__name__
+        raise ValueError(f"cannot read the video ({reason}); is it a video file?") from None
+
+
+def _video_stream(container):
+    if not container.streams.video:
+        raise ValueError("the file has no video stream")
+    return container.streams.video[0]
+
+
+def _stream_rate(stream) -> Fraction:
+    rate = stream.average_rate or stream.guessed_rate or stream.base_rate
+    if not rate:
+        raise ValueError("the video does not state its frame rate; re-encode it with a fixed frame rate")
+    return video_fps(Fraction(rate))
+
+
+def probe_video(source: Any) -> VideoProbe:
+    """Frame count and rate of a file (path or file object) without decoding: the packets are counted."""
+    with _open(source) as container:
+        stream = _video_stream(container)
+        n = sum(1 for packet in container.demux(stream) if packet.size and packet.pts is not None)
+        return VideoProbe(n, _stream_rate(stream), stream.codec_context.width, stream.codec_context.height,
+                          bool(container.streams.audio))
+
+
+@dataclass(frozen=True)
+class SelectedVideo:
+    """The kept frames of a selection (uint8 (N, H, W, 3)), their frame rate and the source's rate."""
+
+    frames: np.ndarray
+    fps: Fraction
+    source_fps: Fraction
+
+
+def read_frames(source: Any, selection: FrameSelection, max_bytes: int | None = None,
+                on_frame: Callable[[int], None] | None = None) -> SelectedVideo:
+    """Decode only what `selection` keeps of a video file (path or file object) as RGB uint8 frames.
+
+    Frames that are not kept are decoded (codecs need their references) but never converted to RGB; decoding
+    stops at the cap. `max_bytes` bounds the frames kept in memory (ValueError naming frame_load_cap past it);
+    `on_frame(kept)` runs after each kept frame (the glue checks for interruption there).
+    """
+    selection.check()
+    with _open(source) as container:
+        stream = _video_stream(container)
+        stream.thread_type = "AUTO"
+        src = _stream_rate(stream)
+        kept: list[np.ndarray] = []
+        size = 0
+
+        def decoded():
+            for frame in container.decode(stream):
+                yield frame
+
+        for frame in selection.select(decoded(), src):
+            rgb = frame.to_ndarray(format="rgb24")                         # (H, W, 3) uint8
+            rotation = getattr(frame, "rotation", 0) or 0
+            if rotation:
+                rgb = np.ascontiguousarray(np.rot90(rgb, k=int(round(rotation / 90)), axes=(0, 1)))
+            size += rgb.nbytes * 5                                        # uint8 now + float32 IMAGE later
+            if max_bytes is not None and size > max_bytes:
+                raise ValueError(f"the selected frames need more than {max_bytes / 2 ** 30:.1f} GiB as images "
+                                 f"(stopped at frame {len(kept) + 1}); set frame_load_cap (or select_every_nth, "
+                                 "or a lower force_rate) to load fewer frames")
+            kept.append(rgb)
+            if on_frame is not None:
+                on_frame(len(kept))
+    if not kept:
+        raise ValueError(f"the selection keeps no frame of this video (skip_first_frames "
+                         f"{selection.skip_first_frames} is past its end?); lower skip_first_frames")
+    return SelectedVideo(np.stack(kept), selection.output_fps(src), src)
+
+
+def read_audio(source: Any, start: float | Fraction = 0, duration: float | Fraction | None = None,
+               max_seconds: float = 4 * 3600) -> tuple[np.ndarray, int] | None:
+    """The sound of a video file from `start` for `duration` seconds (None: to the end) as float32 (C, S) and its
+    sample rate; None when the file has no audio stream. Sample positions come from the audio timestamps."""
+    import av
+
+    with _open(source) as container:
+        if not container.streams.audio:
+            return None
+        stream = container.streams.audio[0]
+        rate = int(stream.codec_context.sample_rate or stream.rate or 0)
+        if rate <= 0:
+            return None
+        begin = round(Fraction(start) * rate)
+        end = None if duration is None else begin + round(Fraction(duration) * rate)
+        if (end if end is not None else begin) - begin > max_seconds * rate:
+            raise ValueError(f"audio longer than {max_seconds:g} s requested")
+        resampler = av.AudioResampler(format="fltp")
+        parts, pos = [], None
+        for packet in container.demux(stream):
+            for frame in (f for raw in packet.decode() for f in resampler.resample(raw)):
+                if pos is None:
+                    pos = round(frame.pts * frame.time_base * rate) if frame.pts is not None else 0
+                data = frame.to_ndarray()                                 # (C, n) float32
+                lo, hi = max(begin - pos, 0), data.shape[1] if end is None else min(end - pos, data.shape[1])
+                if hi > lo:
+                    parts.append(data[:, lo:hi])
+                pos += data.shape[1]
+                if end is not None and pos >= end:
+                    break
+            if end is not None and pos is not None and pos >= end:
+                break
+        channels = stream.codec_context.channels or 1
+        wave = np.concatenate(parts, axis=1) if parts else np.zeros((channels, 0), np.float32)
+        return np.ascontiguousarray(wave, dtype=np.float32), rate
+
+
+def iter_video_frames(path: str) -> Iterator[np.ndarray]:
+    """Every frame of a video file as RGB uint8 (H, W, 3), streamed."""
+    with _open(path) as container:
+        for frame in container.decode(_video_stream(container)):
+            yield frame.to_ndarray(format="rgb24")
+
+
+def merge_videos(parts: Iterable[str], path: str, fps: float | Fraction, format: str = "mp4", crf: int = DEFAULT_CRF,
+                 audio: Any = None, metadata: Mapping[str, str] | None = None,
+                 on_progress: Callable[[int, int | None], None] | None = None) -> EncodedVideo:
+    """Concatenate the frames of `parts` (lossless files, e.g. mkv) into one video encoded like a single render:
+    the same encoder and settings see the same frames, so the result equals an unsplit encode."""
+
+    def frames() -> Iterator[np.ndarray]:
+        for part in parts:
+            yield from iter_video_frames(part)
+
+    return encode_video(frames(), path, fps, format, crf, audio, metadata=metadata, on_progress=on_progress)

@@ -16,10 +16,13 @@ class MagicPoseExtension(ComfyExtension):
 
     async def get_node_list(self) -> list[type[io.ComfyNode]]:
         from .apply import MagicPoseApply
+        from .evaluate import Evaluate
         from .extract_pose import ExtractPose
         from .frames_to_video import FramesToVideo
         from .load_model import LoadModel
         from .load_reference import LoadReference
         from .sample import MagicPoseSample
+        from .select_frames import SelectFrames
 
-        return [LoadModel, MagicPoseApply, MagicPoseSample, LoadReference, ExtractPose, FramesToVideo]
+        return [LoadModel, MagicPoseApply, MagicPoseSample, LoadReference, ExtractPose, FramesToVideo, SelectFrames,
+                Evaluate]

@@ -133,7 +133,9 @@ class FramesToVideo(io.ComfyNode):
                                tooltip="Frames per second; connect the fps of core Get Video Components to match "
                                        "the driving video."),
                 io.Combo.Input("format", options=list(VIDEO_FORMATS), default="mp4",
-                               tooltip="mp4: h264 + AAC. webm: vp9 + Opus. gif and webp: animated images, no sound."),
+                               tooltip="mp4: h264 + AAC. webm: vp9 + Opus. gif and webp: animated images, no sound. "
+                                       "mkv: lossless FFV1 RGB + FLAC (large; for editing, and the multi-server "
+                                       "client's parts)."),
                 io.Int.Input("crf", default=DEFAULT_CRF, min=0, max=63, step=1,
                              tooltip="Quality, lower is better. h264: 0-51 (19 near lossless, 23 ComfyUI default); "
                                      "vp9: 0-63; webp: quality = 100 - crf (0 lossless); gif: ignored."),

@@ -143,6 +143,11 @@ NODE_DEFS: dict[str, NodeDef] = {
         S("reference_end", "FLOAT", 1.0, True), S("pose_start", "FLOAT", 0.0, True),
         S("pose_end", "FLOAT", 1.0, True)),
         (("MODEL", "MODEL"), ("positive", "CONDITIONING"), ("negative", "CONDITIONING")), cnr_id=PACK_ID),
+    "MagicPoseSelectFrames": NodeDef("MagicPose Select Frames", (
+        S("frame_load_cap", "INT", 0), S("skip_first_frames", "INT", 0), S("select_every_nth", "INT", 1),
+        S("force_rate", "FLOAT", 0.0), S("video", "VIDEO", optional=True), S("images", "IMAGE", optional=True),
+        S("fps", "FLOAT", 30.0, True)),
+        (("images", "IMAGE"), ("audio", "AUDIO"), ("fps", "FLOAT"), ("frame_count", "INT")), cnr_id=PACK_ID),
     "MagicPoseFramesToVideo": NodeDef("MagicPose Frames to Video", (
         S("images", "IMAGE"), S("fps", "FLOAT", 24.0), S("format", "COMBO", "mp4"), S("crf", "INT", 19),
         S("filename_prefix", "STRING", "MagicPose/video"), S("save_output", "BOOLEAN", True),
@@ -400,9 +405,10 @@ def _reference(g: Graph) -> None:
 
 
 def _driving_video(g: Graph, file: str) -> None:
-    """Driving video (7) and its frames, sound and frame rate (8)."""
+    """Driving video (7) and the frames used, with their sound and frame rate (8: cap/skip/nth/force_rate; the
+    client's `--set "Frames.skip_first_frames=S"` + `"Frames.frame_load_cap=N"` renders a range)."""
     g.add(7, "LoadVideo", (C0, ROW + 420), "Driving video", size=(340, 400), file=file)
-    g.add(8, "GetVideoComponents", (C1, ROW + 420), video=Out(7, 0))
+    g.add(8, "MagicPoseSelectFrames", (C1, ROW + 420), "Frames", video=Out(7, 0))
 
 
 def _driving_poses(g: Graph) -> None:
@@ -505,6 +511,8 @@ NOTES = {
         "the dancer in every frame, smooths the track and retargets it bone by bone to the reference's body "
         "proportions; the sampler renders one frame per pose; Frames to Video writes an mp4 with the driving "
         "video's frame rate and sound.\n\n"
+        "**Frames** chooses the driving frames (frame_load_cap, skip_first_frames, select_every_nth, force_rate, as "
+        "in VideoHelperSuite); fps and sound follow. Try a few frames first, e.g. frame_load_cap 16.\n\n"
         "Official settings: 512x512, centre crop, ddim / ddim_uniform, 50 steps, cfg 7, seed 42, empty prompts, "
         "the same noise for every frame. Fewer steps (20-30) are usually enough.\n\n"
         + _WEIGHTS + "\n\n"

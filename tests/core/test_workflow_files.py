@@ -179,7 +179,7 @@ def _chain_to_sampler(api: dict) -> dict[str, str]:
 
 
 def test_video_dance_retarget_is_the_issues_graph():
-    """driving video -> LoadVideo -> GetVideoComponents -> ExtractPose (per-bone retargeting to the reference,
+    """driving video -> LoadVideo -> MagicPoseSelectFrames (whole video by default) -> ExtractPose (per-bone retargeting to the reference,
     smoothing on) -> MagicPoseSample -> VAEDecode -> FramesToVideo with the driver's fps and audio."""
     api = load_api("video_dance_retarget")
     c = _chain_to_sampler(api)
@@ -190,7 +190,11 @@ def test_video_dance_retarget_is_the_issues_graph():
     p = api[pose]["inputs"]
     assert p["retarget"] == "per_bone" and p["smoothing"] != "off" and p["strength"] == 1.0
     comps, slot = _source(api, pose, "images")
-    assert api[comps]["class_type"] == "GetVideoComponents" and slot == 0
+    assert api[comps]["class_type"] == "MagicPoseSelectFrames" and slot == 0
+    assert {k: api[comps]["inputs"][k] for k in ("frame_load_cap", "skip_first_frames", "select_every_nth",
+                                                 "force_rate")} == {"frame_load_cap": 0, "skip_first_frames": 0,
+                                                                    "select_every_nth": 1, "force_rate": 0.0}
+    assert comps == titled(api, "Frames")[0]
     assert _source(api, pose, "fps") == (comps, 2)                   # smoothing runs on the driver's time base
     load, _ = _source(api, comps, "video")
     assert api[load]["class_type"] == "LoadVideo" and load == titled(api, "Driving video")[0]
@@ -227,11 +231,11 @@ def test_face_expression_retarget_drives_the_face_only():
     f, b = api[face]["inputs"], api[body]["inputs"]
     assert (f["body"], f["hands"], f["face"], f["face_transfer"]) == (False, False, True, True)
     assert f["retarget"] != "none"                                    # expression placed on the reference's face
-    assert api[_source(api, face, "images")[0]]["class_type"] == "GetVideoComponents"
+    assert api[_source(api, face, "images")[0]]["class_type"] == "MagicPoseSelectFrames"
     assert (b["body"], b["hands"], b["face"], b["retarget"]) == (True, True, False, "none")
     assert _source(api, body, "images")[0] == titled(api, "Reference")[0]   # the body kept is the reference's
     assert api[c["output"]]["class_type"] == "MagicPoseFramesToVideo"
-    assert api[_source(api, c["output"], "audio")[0]]["class_type"] == "GetVideoComponents"
+    assert api[_source(api, c["output"], "audio")[0]]["class_type"] == "MagicPoseSelectFrames"
 
 
 def test_stylised_reference_goes_through_apply_and_core_ksampler():

@@ -18,6 +18,8 @@ FROZEN_IDS = {  # saved workflows reference these: never rename (keep a deprecat
     "MagicPoseLoadReference": "MagicPose Load Reference",
     "MagicPoseExtractPose": "MagicPose Extract Pose",
     "MagicPoseFramesToVideo": "MagicPose Frames to Video",
+    "MagicPoseEvaluate": "MagicPose Evaluate",
+    "MagicPoseSelectFrames": "MagicPose Select Frames",
 }
 
 
