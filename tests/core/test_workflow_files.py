@@ -179,8 +179,9 @@ def _chain_to_sampler(api: dict) -> dict[str, str]:
 
 
 def test_video_dance_retarget_is_the_issues_graph():
-    """driving video -> LoadVideo -> MagicPoseSelectFrames (whole video by default) -> ExtractPose (per-bone retargeting to the reference,
-    smoothing on) -> MagicPoseSample -> VAEDecode -> FramesToVideo with the driver's fps and audio."""
+    """driving video -> LoadVideo -> MagicPoseSelectFrames (whole video by default) -> ExtractPose (per-bone
+    retargeting to the reference, smoothing on) -> MagicPoseSample -> VAEDecode -> FramesToVideo with the driver's
+    fps and audio."""
     api = load_api("video_dance_retarget")
     c = _chain_to_sampler(api)
     assert api[c["sampler"]]["class_type"] == "MagicPoseSample"
