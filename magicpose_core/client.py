@@ -28,8 +28,14 @@ are printed.
 
 Exit codes: 0 success; 1 execution error (the server ran the prompt and a node failed, or downloading failed);
 2 usage or validation error (bad arguments, unknown title or input, `node_errors` from POST /prompt);
-3 cannot reach the server; 130 interrupted (Ctrl-C sends POST /interrupt for the prompt, or the prompt was
-interrupted on the server).
+3 cannot reach the server; 130 interrupted (Ctrl-C, or the prompt was interrupted on the server); 143 / 129
+SIGTERM / SIGHUP. The client owns its prompt: on Ctrl-C, SIGTERM, SIGHUP, a --timeout or any unexpected error it
+interrupts the prompt if it is running (POST /interrupt {"prompt_id": id}) or deletes it if it is queued
+(POST /queue {"delete": [id]}), never touching other clients' prompts.
+
+Several servers: `--server A --server B ...` splits the driving video into contiguous frame ranges, renders them
+on whichever server is idle and merges them into --out with the driver's fps and sound; the result equals a
+single-server render (magicpose_core.split_render; options --range-frames, --parts-dir, --resume, --keep-parts).
 
 Python API (the CLI wraps it):
 
@@ -50,7 +56,9 @@ import json
 import logging
 import mimetypes
 import os
+import signal
 import sys
+import threading
 import time
 import urllib.error
 import urllib.parse
@@ -104,6 +112,37 @@ class ServerUnreachable(ClientError):
     """No ComfyUI answered at the given address."""
 
     exit_code = EXIT_UNREACHABLE
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM or SIGHUP arrived (a CI job timing out, a closed terminal): handled like Ctrl-C, so the prompt is
+    stopped on the server; the CLI then exits with 128 + the signal number."""
+
+    def __init__(self, signum: int):
+        super().__init__(f"terminated by {signal.Signals(signum).name}")
+        self.signum = signum
+
+
+def install_signal_handlers() -> Callable[[], None]:
+    """Make SIGTERM and SIGHUP raise `Terminated` in the main thread (the first one; later ones are logged and
+    ignored while the prompt is being stopped). Returns a function that restores the previous handlers."""
+    fired: list[int] = []
+
+    def handler(signum, _frame):
+        if fired:
+            log.warning("%s again: still stopping the prompt on the server", signal.Signals(signum).name)
+            return
+        fired.append(signum)
+        raise Terminated(signum)
+
+    names = [n for n in ("SIGTERM", "SIGHUP") if hasattr(signal, n)]
+    previous = {n: signal.signal(getattr(signal, n), handler) for n in names}
+
+    def restore() -> None:
+        for n, h in previous.items():
+            signal.signal(getattr(signal, n), h)
+
+    return restore
 
 
 # --- workflow editing (pure) -----------------------------------------------------------------------------
@@ -544,6 +583,18 @@ class Client:
             re-raises KeyboardInterrupt.
         """
         wf, output_id = self.prepare(workflow, inputs, sets, out)
+        return self.submit(wf, output_id, out, on_event, timeout, interrupt_wait)
+
+    def submit(self, wf: Mapping, output_id: str | None = None, out: str | os.PathLike | None = None,
+               on_event: Callable[[RunEvent], None] | None = None, timeout: float | None = None,
+               interrupt_wait: float = 10.0, stop: threading.Event | None = None) -> Result:
+        """Queue a filled workflow (see `prepare`), follow it and download `output_id`'s files to `out`.
+
+        The prompt is ours until it ends: on Ctrl-C, SIGTERM/SIGHUP (`Terminated`, see `install_signal_handlers`),
+        a timeout, `stop` being set (another thread) or any other exception, it is interrupted if it runs, or
+        deleted from the queue if it waits (targeted: never another client's prompt), before the exception goes
+        on. A set `stop` returns an "interrupted" Result.
+        """
         prompt_id = str(uuid.uuid4())                       # ours, so Ctrl-C can name it at any point
         t0 = time.monotonic()
         ws_url = urllib.parse.urlsplit(self.server)._replace(
@@ -553,12 +604,14 @@ class Client:
             ws = WebSocket.connect(ws_url, timeout=self.timeout)
         except (OSError, WebSocketError) as e:
             raise ServerUnreachable(f"cannot open the websocket {ws_url} ({e}); check --server") from None
-        state = {"started": False}
+        state = {"started": False, "posted": False}
         try:
             try:
+                state["posted"] = True                      # from here on the prompt may exist on the server
                 status, body = self.post_json("/prompt", {"prompt": wf, "client_id": self.client_id,
                                                           "prompt_id": prompt_id})
                 if status == 400 or (status == 200 and body.get("error")):
+                    state["posted"] = False                 # rejected: nothing was queued
                     raise PromptRejected(body, wf)
                 if status != 200:
                     raise ClientError(f"POST /prompt answered HTTP {status}: {shorten(json.dumps(body))}")
@@ -566,18 +619,24 @@ class Client:
                     blocked = {o for e in body["node_errors"].values() for o in (e or {}).get("dependent_outputs", [])}
                     if output_id is not None and output_id in blocked:
                         self.interrupt(prompt_id)
+                        state["posted"] = False
                         raise PromptRejected(body, wf)
                     log.warning("%s", format_prompt_error(body, wf).replace("ComfyUI rejected the workflow",
                                                                              "some outputs will not run"))
-                log.info("queued prompt %s", prompt_id)
+                log.info("queued prompt %s on %s", prompt_id, self.server)
                 deadline = None if timeout is None else t0 + timeout
-                end, data = self._follow(ws, prompt_id, wf, on_event, deadline, state)
-            except KeyboardInterrupt:
-                self._cancel(ws, prompt_id, wf, on_event, state, interrupt_wait)
+                end, data = self._follow(ws, prompt_id, wf, on_event, deadline, state, stop)
+            except BaseException:
+                # Ctrl-C, SIGTERM/SIGHUP, a lost server, a bug: the prompt must not outlive this client.
+                if state["posted"]:
+                    self._cancel(ws, prompt_id, wf, on_event, state, interrupt_wait)
                 raise
-            if end == "timeout":
+            if end in ("timeout", "stopped"):
                 self._cancel(ws, prompt_id, wf, on_event, state, interrupt_wait)
-                raise ClientError(f"prompt {prompt_id} did not finish within {timeout:g} s; it was interrupted")
+                if end == "timeout":
+                    raise ClientError(f"prompt {prompt_id} did not finish within {timeout:g} s; it was interrupted")
+                return Result(prompt_id, "interrupted", error="stopped by the client; the prompt was interrupted or "
+                              "removed from the queue", seconds=time.monotonic() - t0)
         finally:
             ws.close()
         hist = self._wait_history(prompt_id) if end == "success" else {}
@@ -593,12 +652,14 @@ class Client:
         return Result(prompt_id, "success", files=tuple(files), outputs=outputs, seconds=time.monotonic() - t0)
 
     def _follow(self, ws: WebSocket, prompt_id: str, wf: Mapping, on_event, deadline: float | None,
-                state: dict) -> tuple[str, dict]:
-        """Read events until ours ends: ("success" | "error" | "interrupted" | "timeout", event data)."""
+                state: dict, stop: threading.Event | None = None) -> tuple[str, dict]:
+        """Read events until ours ends: ("success" | "error" | "interrupted" | "timeout" | "stopped", data)."""
         quiet_since = time.monotonic()
         while True:
             if deadline is not None and time.monotonic() > deadline:
                 return "timeout", {}
+            if stop is not None and stop.is_set():
+                return "stopped", {}
             try:
                 msg = ws.recv(timeout=0.5)
             except TimeoutError:
@@ -611,7 +672,7 @@ class Client:
                 continue
             except (OSError, WebSocketError) as e:
                 log.warning("websocket lost (%s); polling /history for prompt %s", e, prompt_id)
-                return self._poll_end(prompt_id, deadline)
+                return self._poll_end(prompt_id, deadline, stop)
             quiet_since = time.monotonic()
             if not msg.is_text:
                 continue                                     # binary frames are previews
@@ -640,8 +701,11 @@ class Client:
                 return END_EVENTS[kind], data
         return ("success", {}) if status.get("status_str", "success") == "success" else ("error", {})
 
-    def _poll_end(self, prompt_id: str, deadline: float | None) -> tuple[str, dict]:
+    def _poll_end(self, prompt_id: str, deadline: float | None,
+                  stop: threading.Event | None = None) -> tuple[str, dict]:
         while deadline is None or time.monotonic() < deadline:
+            if stop is not None and stop.is_set():
+                return "stopped", {}
             found = self._history_end(prompt_id)
             if found:
                 return found
@@ -658,25 +722,22 @@ class Client:
             time.sleep(0.1)
 
     def _cancel(self, ws: WebSocket, prompt_id: str, wf: Mapping, on_event, state: dict, wait: float) -> None:
-        """Ctrl-C or timeout: interrupt the prompt on the server and wait briefly for it to say so."""
+        """Stop our prompt (interrupt if running, delete if queued) and wait briefly for the server to say so.
+        Never raises a ClientError: it runs while another exception is on its way."""
         try:
             self.interrupt(prompt_id)
-        except ClientError as e:
-            log.warning("could not send /interrupt for prompt %s: %s", prompt_id, e)
-            return
-        if not state["started"]:
-            try:                                            # it may have started between the two requests
-                running = [item[1] for item in self.get_json("/queue").get("queue_running", [])]
-            except (ClientError, ValueError, IndexError, TypeError):
-                running = []
-            if prompt_id not in running:
-                log.warning("prompt %s removed from the queue before it started", prompt_id)
-                return
-            self.post_json("/interrupt", {"prompt_id": prompt_id})
-        try:
+            if not state["started"]:
+                # it may have started between the two requests
+                running = [item[1] for item in self.get_json("/queue").get("queue_running", [])
+                           if isinstance(item, list) and len(item) > 1]
+                if prompt_id not in running:
+                    log.warning("prompt %s removed from the queue of %s before it started", prompt_id, self.server)
+                    return
+                self.post_json("/interrupt", {"prompt_id": prompt_id})
             end, _ = self._follow(ws, prompt_id, wf, on_event, time.monotonic() + wait, state)
-        except ClientError:
-            end = "timeout"
+        except Exception as e:                              # noqa: BLE001 - cleanup while another exception is on its way
+            log.warning("could not confirm that prompt %s stopped on %s: %s", prompt_id, self.server, e)
+            return
         if end == "timeout":
             log.warning("sent /interrupt for prompt %s; the server did not confirm within %g s", prompt_id, wait)
         else:
@@ -756,8 +817,9 @@ def build_parser() -> argparse.ArgumentParser:
     run = sub.add_parser("run", help="upload inputs, run the workflow, download its Output",
                          formatter_class=argparse.RawDescriptionHelpFormatter, epilog="Title convention." + doc)
     run.add_argument("workflow", help="API-format workflow JSON (e.g. workflows/api/*.json)")
-    run.add_argument("--server", default=os.environ.get("COMFYUI_URL", DEFAULT_SERVER),
-                     help=f"ComfyUI address (default: $COMFYUI_URL or {DEFAULT_SERVER})")
+    run.add_argument("--server", action="append", default=[],
+                     help=f"ComfyUI address (default: $COMFYUI_URL or {DEFAULT_SERVER}); give it several times to "
+                          "split the driving video into frame ranges over several servers")
     run.add_argument("--reference", metavar="FILE", help=f"image for the node titled '{REFERENCE_TITLE}'")
     run.add_argument("--driving", metavar="FILE", help=f"video for the node titled '{DRIVING_VIDEO_TITLE}'")
     run.add_argument("--poses", metavar="FILE", help=f"file for the node titled '{POSES_TITLES[0]}' or "
@@ -769,6 +831,13 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--out", metavar="PATH", help="where the Output node's files go (see below)")
     run.add_argument("--timeout", type=float, help="interrupt the prompt after this many seconds (exit 1)")
     run.add_argument("--quiet", action="store_true", help="no progress display")
+    split = run.add_argument_group("several servers (magicpose_core.split_render)")
+    split.add_argument("--range-frames", type=int, metavar="N",
+                       help="frames per range (default: about 4 ranges per server, at least 16 frames each)")
+    split.add_argument("--parts-dir", metavar="DIR", help="where finished ranges are kept (default: OUT.parts/)")
+    split.add_argument("--resume", action="store_true",
+                       help="render only the ranges missing from the parts folder of an earlier, failed run")
+    split.add_argument("--keep-parts", action="store_true", help="keep the parts folder after the merge")
     return parser
 
 
@@ -796,19 +865,29 @@ def main(argv: Sequence[str] | None = None) -> int:
         handler.setFormatter(logging.Formatter("magicpose: %(message)s"))
         log.addHandler(handler)
         log.setLevel(logging.WARNING if args.quiet else logging.INFO)
+    servers = args.server or [os.environ.get("COMFYUI_URL", DEFAULT_SERVER)]
+    restore = install_signal_handlers()
     try:
-        client = Client(args.server)
         workflow = load_workflow(args.workflow)
-        result = client.run(workflow, inputs=_inputs_from_args(args, workflow), sets=args.sets, out=args.out,
+        inputs = _inputs_from_args(args, workflow)
+        if len(servers) > 1 or args.range_frames is not None or args.resume or args.parts_dir:
+            return _main_split(args, servers, workflow, inputs)
+        client = Client(servers[0])
+        result = client.run(workflow, inputs=inputs, sets=args.sets, out=args.out,
                             on_event=None if args.quiet else ProgressPrinter(sys.stderr), timeout=args.timeout)
     except ClientError as e:
         kind = {EXIT_USAGE: "error", EXIT_UNREACHABLE: "error"}.get(e.exit_code, "failed")
         print(f"{kind}: {e}", file=sys.stderr)
         return e.exit_code
+    except Terminated as e:
+        print(f"{e}: the prompt was interrupted on the server or removed from its queue", file=sys.stderr)
+        return 128 + e.signum
     except KeyboardInterrupt:
         print("interrupted (Ctrl-C): the prompt was interrupted on the server or removed from its queue",
               file=sys.stderr)
         return EXIT_INTERRUPTED
+    finally:
+        restore()
     if result.status == "error":
         print(f"execution error in {result.error}", file=sys.stderr)
     elif result.status == "interrupted":
@@ -823,6 +902,26 @@ def main(argv: Sequence[str] | None = None) -> int:
                     print("/".join(p for p in parts if p))
         print(f"done in {result.seconds:.1f} s (prompt {result.prompt_id})", file=sys.stderr)
     return result.exit_code
+
+
+def _main_split(args: argparse.Namespace, servers: list[str], workflow: dict, inputs: dict[str, str]) -> int:
+    """`run` with several --server (or the split options): frame ranges over the servers, merged into --out."""
+    from .split_render import SplitRender
+
+    if not args.out:
+        raise UsageError("splitting over servers needs --out (the merged video)")
+    say = None if args.quiet else (lambda text: print(text, file=sys.stderr, flush=True))
+    job = SplitRender(servers, workflow, inputs, args.sets, args.out, parts_dir=args.parts_dir,
+                      range_frames=args.range_frames, resume=args.resume, keep_parts=args.keep_parts, on_text=say,
+                      range_timeout=args.timeout)
+    result = job.run()
+    print(result.path)
+    overhead = [s.seconds - s.sample_seconds for s in result.stats]
+    print(f"done in {result.seconds:.1f} s: {result.frames} frames, {len(result.ranges)} ranges on "
+          f"{len(result.servers)} server(s)" + (f", {result.resumed} resumed" if result.resumed else "")
+          + (f"; per range outside the sampler {sum(overhead) / len(overhead):.2f} s" if overhead else "")
+          + f"; merge {result.merge_seconds:.2f} s", file=sys.stderr)
+    return EXIT_OK
 
 
 if __name__ == "__main__":

@@ -277,3 +277,108 @@ def test_sigint_interrupts_the_prompt_on_the_server(comfy_server, tmp_path):
     assert hist["status"]["status_str"] == "error"
     assert "execution_interrupted" in [m[0] for m in hist["status"]["messages"]]
     assert not (tmp_path / "never.png").exists()
+
+
+# --- the client owns its prompt: SIGTERM, SIGHUP and any abnormal exit stop it, and only it ------------------
+
+def start_client(wf_path: Path, server_url: str, out: Path) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "magicpose_core.client", "run", str(wf_path), "--out", str(out),
+                             "--server", server_url], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+
+
+def wait_history(server, prompt_id: str, timeout: float = 300) -> dict:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        hist = server.get_json(f"/history/{prompt_id}").get(prompt_id)
+        if hist:
+            return hist
+        time.sleep(0.2)
+    raise AssertionError(f"prompt {prompt_id} did not finish in {timeout} s")
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGHUP], ids=["SIGTERM", "SIGHUP"])
+def test_signal_interrupts_the_running_prompt_and_spares_the_next_clients(comfy_server, tmp_path, sig):
+    """The client's prompt runs; another client's prompt waits behind it. The signal interrupts ours only: the
+    client exits 128 + signal, its prompt ends interrupted, and the other prompt then runs to success."""
+    wf = write_workflow(tmp_path / "wf.json", color_workflow(frames=64, size=512, chain=3,
+                                                             color=random.randrange(1 << 24)))
+    proc = start_client(wf, comfy_server.url, tmp_path / "never.png")
+    watchdog = threading.Timer(300, proc.kill)
+    watchdog.start()
+    try:
+        seen, ours = [], None
+        for line in proc.stderr:
+            seen.append(line)
+            if line.startswith("started prompt "):
+                ours = line.split()[-1]
+                status, body = comfy_server.queue(color_workflow(frames=2, size=32, chain=1,
+                                                                 color=random.randrange(1 << 24)), "someone-else")
+                assert status == 200, body
+                other = body["prompt_id"]
+            if "/64 " in line:
+                proc.send_signal(sig)
+                break
+        rest = proc.stderr.read()
+        code = proc.wait(timeout=120)
+    finally:
+        watchdog.cancel()
+        if proc.poll() is None:
+            proc.kill()
+    err = "".join(seen) + rest
+    assert ours, err
+    assert code == 128 + sig, err
+    assert f"terminated by {sig.name}" in rest and "Traceback" not in rest, rest
+    hist = wait_history(comfy_server, ours)
+    assert "execution_interrupted" in [m[0] for m in hist["status"]["messages"]]
+    assert wait_history(comfy_server, other)["status"]["status_str"] == "success"   # the other client's prompt ran
+
+
+def test_sigterm_deletes_a_queued_prompt_and_leaves_the_running_one(comfy_server, tmp_path):
+    """Another client's prompt runs; ours waits in the queue. SIGTERM deletes ours from the queue (it never runs)
+    and the other prompt is not interrupted."""
+    status, body = comfy_server.queue(color_workflow(frames=24, size=512, chain=2, color=random.randrange(1 << 24)),
+                                      "someone-else")
+    assert status == 200, body
+    other = body["prompt_id"]
+    wf = write_workflow(tmp_path / "wf.json", color_workflow(frames=2, size=32, chain=1,
+                                                             color=random.randrange(1 << 24)))
+    proc = start_client(wf, comfy_server.url, tmp_path / "never.png")
+    try:
+        ours = None
+        for line in proc.stderr:
+            if "queued prompt " in line:
+                ours = line.split("queued prompt ")[1].split()[0]
+                break
+        assert ours
+        running = [item[1] for item in comfy_server.get_json("/queue")["queue_running"]]
+        assert running == [other]                              # ours is still waiting behind it
+        proc.send_signal(signal.SIGTERM)
+        rest = proc.stderr.read()
+        code = proc.wait(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert code == 128 + signal.SIGTERM, rest
+    assert "removed from the queue" in rest, rest
+    queue = comfy_server.get_json("/queue")
+    assert ours not in [item[1] for item in queue["queue_pending"] + queue["queue_running"]]
+    assert wait_history(comfy_server, other)["status"]["status_str"] == "success"
+    assert comfy_server.get_json(f"/history/{ours}") == {}    # never ran
+
+
+def test_an_exception_in_the_caller_interrupts_the_prompt(comfy_server):
+    """Any abnormal exit (here: the caller's progress callback raises) stops the prompt on the server."""
+    wf = color_workflow(frames=64, size=512, chain=3, color=random.randrange(1 << 24))
+    ids = []
+
+    def on_event(ev: mc.RunEvent) -> None:
+        if ev.type == "execution_start":
+            ids.append(ev.data["prompt_id"])
+        if ev.type == "progress":
+            raise RuntimeError("caller bug")
+
+    with pytest.raises(RuntimeError, match="caller bug"):
+        mc.Client(comfy_server.url).run(wf, on_event=on_event)
+    hist = wait_history(comfy_server, ids[0], timeout=120)
+    assert "execution_interrupted" in [m[0] for m in hist["status"]["messages"]]
