@@ -79,6 +79,25 @@ class FitGeometry:
         return cls(**{k: (str(d[k]) if k == "mode" else int(d[k])) for k in cls.__dataclass_fields__})
 
 
+SIZE_MULTIPLE = 8  # the SD1.5 VAE downsamples by 8: model-side widths and heights must be multiples of 8
+
+
+def model_size_problem(width, height, minimum: int = 64, maximum: int = 4096) -> str | None:
+    """None when width x height is a valid model size (integers in [minimum, maximum], multiples of 8), else what
+    is wrong and the nearest valid size. One rule for every node that takes a size (rejected, never rounded)."""
+    for name, v in (("width", width), ("height", height)):
+        if isinstance(v, bool) or not isinstance(v, (int, np.integer)):
+            return f"{name} must be a whole number of pixels, got {v!r}"
+        if not minimum <= v <= maximum:
+            return f"{name} {v} is outside {minimum}-{maximum}"
+    if width % SIZE_MULTIPLE or height % SIZE_MULTIPLE:
+        def near(v: int) -> int:
+            return min(maximum, max(minimum, SIZE_MULTIPLE * round(v / SIZE_MULTIPLE)))
+        return (f"width and height must be multiples of {SIZE_MULTIPLE} (the VAE works on 8x8 blocks), got "
+                f"{width}x{height}; use {near(width)}x{near(height)}")
+    return None
+
+
 def fit_geometry(src_w: int, src_h: int, dst_w: int, dst_h: int, mode: str = "center_crop") -> FitGeometry:
     """The crop and box that fit a src_w x src_h frame into dst_w x dst_h with the given mode."""
     if mode not in FIT_MODES:

@@ -9,9 +9,31 @@ subject's sides everywhere.
 ``POSE_KEYPOINT`` is comfyui_controlnet_aux's type: a list with one OpenPose-JSON dict per frame
 (``people[].pose_keypoints_2d`` / ``face_keypoints_2d`` / ``hand_left_keypoints_2d`` /
 ``hand_right_keypoints_2d`` as flat ``[x, y, c, ...]`` lists, ``canvas_width``, ``canvas_height``), with
-either 0-1 normalised or pixel coordinates (pose.md §5). Reading validates everything and raises
+either 0-1 normalised or pixel coordinates (pose.md §5). Reading validates the structure and raises
 ``ValueError`` naming the offending frame/person/key; it never lets a ``KeyError`` or ``TypeError`` out.
-Format facts: CMU OpenPose doc/02_output.md; comfyui_controlnet_aux ``encode_poses_as_dict``.
+Format facts: CMU OpenPose doc/02_output.md; comfyui_controlnet_aux ``encode_poses_as_dict`` /
+``decode_json_as_poses``; ComfyUI core ``comfy_extras/nodes_sdpose.py``.
+
+Numbers from outside are bounded before they size or draw anything: a canvas side above ``MAX_CANVAS`` is an
+error; a NaN/inf/null coordinate, a negative confidence and a point more than ``OFF_CANVAS`` canvas sizes beyond
+an edge become missing points (OpenCV overflows on them, and nothing of such a point would be on the map).
+
+Coordinates. Producers differ: comfyui_controlnet_aux's OpenPose preprocessor and controlnet_aux write 0-1
+values, its DWPose preprocessor, pose editors, OpenPose itself and core SDPose write pixels. ``auto`` decides per
+frame: normalised when at least ``NORMALISED_SHARE`` of the frame's present points lie within ``NORMALISED_MARGIN``
+(25 %) of the unit square, else pixels. So a few points past the edge (a wrist at x = 1.03, a hand raised out of
+frame) cannot flip a normalised frame, one frame cannot flip another, and points at (0, 0) (the usual "missing"
+spelling) do not vote. comfyui_controlnet_aux's own drawing decides per body part (all points of the part within
+[0, 1] or not), so it draws normalised parts with any point past the edge at pixel scale, i.e. collapsed into the
+top-left corner; we draw those where they belong.
+
+Confidence. comfyui_controlnet_aux writes c = 1.0 for present and 0 for missing points and its decoder drops
+every point with c < 1.0; DWPose and SDPose treat c < 0.3 as missing (SDPoseDrawKeypoints' default
+``score_threshold``). We write present points with c = 1.0 (so both draw exactly what we drew) and read with
+``READ_THRESHOLD`` = 0.3, which is the same as comfyui_controlnet_aux's rule for its 0/1 confidences and the same as
+SDPose's for its scores. We write every part of every person as a full list (body 18, face 70, hands 21, missing
+points ``[0, 0, 0]``), never ``null``: comfyui_controlnet_aux iterates the body list and SDPose reshapes every
+part, and both fail on ``null``. Top-level keys we do not know (``version``, ``animals``, ...) are kept.
 """
 from __future__ import annotations
 
@@ -33,6 +55,12 @@ JSON_KEYS = {"body": "pose_keypoints_2d", "face": "face_keypoints_2d",
 
 # OpenPose BODY_25 -> COCO-18 (BODY_25 adds MidHip at 8 and six foot points at 19-24; CMU doc/02_output.md)
 BODY25_TO_BODY18 = [0, 1, 2, 3, 4, 5, 6, 7, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18]
+MAX_CANVAS = 16384        # pixels per side of a POSE_KEYPOINT canvas (a 16384^2 RGB map is 0.8 GB)
+OFF_CANVAS = 1.0          # points further than this many canvas sizes beyond an edge become missing
+NORMALISED_MARGIN = 0.25  # "auto": normalised points may lie up to 25 % outside the canvas ...
+NORMALISED_SHARE = 0.75   # ... and at least this share of a frame's present points must be within that margin
+READ_THRESHOLD = 0.3      # a POSE_KEYPOINT point counts when c >= 0.3 (DWPose / SDPose; same as aux's c >= 1 on 0/1)
+COORDINATE_MODES = ("auto", "normalized", "pixels")
 RIGHT_EYE_CONTOUR = slice(36, 42)   # iBUG 36-41
 LEFT_EYE_CONTOUR = slice(42, 48)    # iBUG 42-47
 
@@ -41,10 +69,8 @@ def _as_points(arr: Any, n: int, name: str) -> np.ndarray:
     a = np.asarray(arr, dtype=np.float64)
     if a.shape != (n, 3):
         raise ValueError(f"{name} must be an array of shape ({n}, 3) (x, y, confidence), got {a.shape}")
-    if not np.isfinite(a).all():
-        raise ValueError(f"{name} contains NaN or infinite values")
     a = a.copy()
-    a[a[:, 2] <= 0] = 0.0  # a missing point is (0, 0, 0)
+    a[~(np.isfinite(a).all(axis=1) & (a[:, 2] > 0))] = 0.0  # a missing point is (0, 0, 0); so is NaN / inf
     return a
 
 
@@ -156,6 +182,16 @@ class PoseFrame:
     def thresholded(self, threshold: float) -> "PoseFrame":
         return PoseFrame(self.width, self.height, [p.thresholded(threshold) for p in self.people])
 
+    def bounded(self, margin: float = OFF_CANVAS) -> "PoseFrame":
+        """A copy where points more than ``margin`` canvas sizes beyond an edge are missing."""
+        out = self.copy()
+        lo = -margin * np.array([self.width, self.height])        # (2,)
+        hi = (1 + margin) * np.array([self.width, self.height])   # (2,)
+        for p in out.people:
+            for _, v in p.parts():
+                v[((v[:, :2] < lo) | (v[:, :2] > hi)).any(axis=1)] = 0.0
+        return out
+
     @property
     def is_empty(self) -> bool:
         return all(p.is_empty for p in self.people)
@@ -166,15 +202,16 @@ class PoseFrame:
 
 
 def _number(v: Any, where: str) -> float:
+    """A JSON number as float; null, NaN, inf and ints too large for a float give NaN (a missing point)."""
+    if v is None:
+        return math.nan
     if isinstance(v, bool) or not isinstance(v, (int, float, np.integer, np.floating)):
         raise ValueError(f"{where}: expected a number, got {type(v).__name__} {v!r:.40}")
     try:
         f = float(v)
     except OverflowError:
-        f = math.inf
-    if not math.isfinite(f):
-        raise ValueError(f"{where}: coordinates and confidences must be finite numbers, got {f}")
-    return f
+        return math.nan
+    return f if math.isfinite(f) else math.nan
 
 
 def _flat_points(values: Any, key: str, where: str) -> np.ndarray | None:
@@ -190,8 +227,7 @@ def _flat_points(values: Any, key: str, where: str) -> np.ndarray | None:
     if len(values) % 3:
         raise ValueError(f"{where}.{key} has {len(values)} numbers; expected a multiple of 3 (x, y, c per point)")
     pts = np.array([_number(v, f"{where}.{key}[{i}]") for i, v in enumerate(values)]).reshape(-1, 3)  # (N, 3)
-    if (pts[:, 2] < 0).any():
-        raise ValueError(f"{where}.{key}: confidences must be >= 0 (0 marks a missing point)")
+    pts[~(np.isfinite(pts).all(axis=1) & (pts[:, 2] > 0))] = 0.0  # NaN/inf/null or c <= 0: a missing point
     return pts
 
 
@@ -223,32 +259,54 @@ def _canvas(frame: dict, where: str) -> tuple[int, int]:
             raise ValueError(f"{where} has no {key}; POSE_KEYPOINT frames need canvas_width and canvas_height")
         v = frame[key]
         ok = not isinstance(v, bool) and isinstance(v, (int, float, np.integer, np.floating))
-        ok = ok and 1 <= v <= 65536 and int(v) == v  # a range check first: no overflow on huge ints, NaN fails it
+        ok = ok and 1 <= v and int(v) == v  # NaN fails the comparison; huge ints compare without overflow
         if not ok:
             raise ValueError(f"{where}.{key} must be a positive integer (pixels), got {v!r:.40}")
+        if v > MAX_CANVAS:
+            raise ValueError(f"{where}.{key} is {int(v)} pixels; POSE_KEYPOINT canvases are limited to {MAX_CANVAS} "
+                             "per side. Scale the keypoints to a smaller canvas (e.g. the video's size) first.")
         dims.append(int(v))
     return dims[0], dims[1]
 
 
-def pose_keypoint_to_frames(data: Any, coordinates: str = "auto") -> list[PoseFrame]:
-    """POSE_KEYPOINT (list of OpenPose-JSON dicts, one dict, or its JSON text) -> PoseFrames in pixels.
-
-    ``coordinates``: ``"normalized"`` (0-1, multiplied by the canvas size), ``"pixels"``, or ``"auto"``:
-    normalised when every present coordinate of the whole sequence lies in [-1, 1] (pose.md §5).
-    A 68-point face gets synthesised pupils; a BODY_25 body is reduced to the 18 COCO points.
-    """
-    if coordinates not in ("auto", "normalized", "pixels"):
-        raise ValueError(f"coordinates must be 'auto', 'normalized' or 'pixels', got {coordinates!r}")
+def _as_frame_list(data: Any) -> list | tuple:
     if isinstance(data, (str, bytes)):
         try:
             data = json.loads(data)
-        except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as e:
             raise ValueError(f"POSE_KEYPOINT text is not valid JSON: {e}") from None
     if isinstance(data, dict):
         data = [data]
     if not isinstance(data, (list, tuple)):
         raise ValueError(f"POSE_KEYPOINT must be a list of frame dicts, got {type(data).__name__}")
-    parsed: list[tuple[int, int, list[dict[str, np.ndarray | None]]]] = []
+    return data
+
+
+def looks_normalised(points: Sequence[np.ndarray]) -> bool:
+    """The ``auto`` rule for one frame: (N, 3) arrays of its parts -> True when at least ``NORMALISED_SHARE`` of
+    the present points (c > 0, not at (0, 0)) lie within ``NORMALISED_MARGIN`` of the unit square. A frame without
+    such points gives True (nothing to scale either way)."""
+    xy = [v[(v[:, 2] > 0) & (v[:, :2] != 0).any(axis=1), :2] for v in points if v is not None]
+    xy = np.concatenate(xy) if xy else np.zeros((0, 2))  # (N, 2)
+    if not len(xy):
+        return True
+    inside = ((xy >= -NORMALISED_MARGIN) & (xy <= 1 + NORMALISED_MARGIN)).all(axis=1)
+    return bool(inside.mean() >= NORMALISED_SHARE)
+
+
+def pose_keypoint_to_frames(data: Any, coordinates: str = "auto") -> list[PoseFrame]:
+    """POSE_KEYPOINT (list of OpenPose-JSON dicts, one dict, or its JSON text) -> PoseFrames in pixels.
+
+    ``coordinates``: ``"normalized"`` (0-1, multiplied by the canvas size), ``"pixels"``, or ``"auto"``, decided
+    per frame by ``looks_normalised`` (module docstring). A 68-point face gets synthesised pupils; a BODY_25 body
+    is reduced to the 18 COCO points; other keys (``foot_keypoints_2d``, ...) are ignored. NaN/inf/null
+    coordinates and points more than ``OFF_CANVAS`` canvas sizes outside become missing. Confidences are kept as
+    they are (``READ_THRESHOLD`` is the caller's to apply).
+    """
+    if coordinates not in COORDINATE_MODES:
+        raise ValueError(f"coordinates must be one of {', '.join(COORDINATE_MODES)}, got {coordinates!r}")
+    data = _as_frame_list(data)
+    frames = []
     for i, frame in enumerate(data):
         where = f"POSE_KEYPOINT frame {i}"
         if not isinstance(frame, dict):
@@ -267,36 +325,37 @@ def pose_keypoint_to_frames(data: Any, coordinates: str = "auto") -> list[PoseFr
                 raise ValueError(f"{pw} must be a dict of keypoint lists, got {type(person).__name__}")
             persons.append({part: _fit_part(_flat_points(person.get(JSON_KEYS[part]), JSON_KEYS[part], pw), part, pw)
                             for part in PARTS})
-        parsed.append((w, h, persons))
-    if coordinates == "auto":
-        present = [v[v[:, 2] > 0, :2] for _, _, ps in parsed for p in ps for v in p.values() if v is not None]
-        coords = np.concatenate(present) if present else np.zeros((0, 2))  # (N, 2)
-        coordinates = "normalized" if (np.abs(coords) <= 1.0).all() else "pixels"
-    frames = []
-    for w, h, persons in parsed:
-        people = []
+        mode = coordinates
+        if mode == "auto":
+            mode = "normalized" if looks_normalised([v for p in persons for v in p.values()]) else "pixels"
+        scale = np.array([w, h], dtype=np.float64) if mode == "normalized" else np.ones(2)
+        out = []
         for p in persons:
-            parts = {}
-            for part, v in p.items():
-                if v is not None:
-                    v = v.copy()
-                    if coordinates == "normalized":
-                        v[:, 0] *= w
-                        v[:, 1] *= h
-                    parts[part] = v
-            people.append(Person(body=parts.get("body", empty_points(BODY_POINTS)), face=parts.get("face"),
-                                 left_hand=parts.get("left_hand"), right_hand=parts.get("right_hand")))
-        frames.append(PoseFrame(w, h, people))
+            parts = {part: None if v is None else np.concatenate([v[:, :2] * scale, v[:, 2:]], axis=1)  # (N, 3)
+                     for part, v in p.items()}
+            if parts["body"] is None:
+                parts["body"] = empty_points(BODY_POINTS)
+            out.append(Person(**parts))
+        frames.append(PoseFrame(w, h, out).bounded())
     return frames
+
+
+def unknown_keys(data: Any) -> list[dict]:
+    """Per frame, the top-level keys of a POSE_KEYPOINT that are not ``people`` / ``canvas_width`` /
+    ``canvas_height`` (comfyui_controlnet_aux writes ``version`` and ``animals``), to be written back unchanged."""
+    known = {"people", "canvas_width", "canvas_height"}
+    return [{k: v for k, v in f.items() if k not in known} if isinstance(f, dict) else {}
+            for f in _as_frame_list(data)]
 
 
 # ---------------------------------------------------------------------------------------------------------------
 # PoseFrame -> POSE_KEYPOINT
 
 
-def _flatten(points: np.ndarray | None, w: int, h: int, normalized: bool, binary: bool) -> list[float] | None:
-    if points is None or not (points[:, 2] > 0).any():
-        return None
+def _flatten(points: np.ndarray | None, n: int, w: int, h: int, normalized: bool, binary: bool) -> list[float]:
+    """(n, 3) points -> [x, y, c, ...] with every slot written ([0, 0, 0] for a missing point or part)."""
+    if points is None:
+        return [0.0] * (3 * n)
     out = []
     for x, y, c in points:
         if c <= 0:
@@ -306,20 +365,24 @@ def _flatten(points: np.ndarray | None, w: int, h: int, normalized: bool, binary
     return out
 
 
-def frames_to_pose_keypoint(frames: Sequence[PoseFrame], normalized: bool = True,
-                            binary_confidence: bool = False) -> list[dict]:
+def frames_to_pose_keypoint(frames: Sequence[PoseFrame], normalized: bool = True, binary_confidence: bool = False,
+                            extras: Sequence[dict] | None = None) -> list[dict]:
     """PoseFrames -> POSE_KEYPOINT (one OpenPose-JSON dict per frame).
 
-    ``normalized``: 0-1 coordinates as controlnet_aux writes them, else pixels. ``binary_confidence``: write
-    1.0 for every present point (controlnet_aux's decoder drops points with c < 1.0), else the score.
-    Missing points are ``[0, 0, 0]``; missing parts are None.
+    ``normalized``: 0-1 coordinates as controlnet_aux writes them, else pixels (DWPose / SDPose / OpenPose).
+    ``binary_confidence``: write 1.0 for every present point (comfyui_controlnet_aux's decoder drops points with
+    c < 1.0), else the score. Every part is a full list (body 18, face 70, hands 21); missing points are
+    ``[0, 0, 0]``, never ``null``. ``extras``: per frame, further top-level keys (``unknown_keys``) to keep.
     """
     out = []
-    for f in frames:
-        out.append({
-            "people": [{JSON_KEYS[part]: _flatten(getattr(p, part), f.width, f.height, normalized, binary_confidence)
+    for i, f in enumerate(frames):
+        frame = dict(extras[i]) if extras is not None and i < len(extras) else {}
+        frame.update({
+            "people": [{JSON_KEYS[part]: _flatten(getattr(p, part), PART_SIZES[part], f.width, f.height, normalized,
+                                                  binary_confidence)
                         for part in PARTS} for p in f.people],
             "canvas_width": f.width,
             "canvas_height": f.height,
         })
+        out.append(frame)
     return out

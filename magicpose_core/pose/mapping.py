@@ -9,6 +9,14 @@ Tables (facts, with sources):
 
 All functions take pixel coordinates plus per-point scores and return a ``Person`` with the raw scores kept
 (score 0 only for points that are absent or outside the image); detectors apply their own threshold after.
+
+MediaPipe's pose model always predicts all 33 points, and on upper-body framing inside a larger frame (a
+letterboxed or padded half-body shot, exactly TikTok's framing) it invents a lower body with visibility up to 1.0:
+hips over the torso and knees *above* the hips (measured on the astronaut photo padded below or around: both
+knees 0.1-0.45 torso lengths above their hips, hips at visibility 1.0). ``drop_invented_legs`` removes what cannot
+be a standing, walking or dancing person: a knee that is not below its hip, an ankle that is not below its knee,
+and the hips too when every visible knee was folded up (the whole lower body was made up). The price: a knee
+lifted above the hip (a high kick) is not drawn for that frame.
 """
 from __future__ import annotations
 
@@ -69,6 +77,41 @@ def _body18(xy: np.ndarray, score: np.ndarray, table: list[int], left_sh: int, r
     return body
 
 
+MP_VISIBILITY = 0.5      # MediaPipe's visibility threshold for the plausibility checks (pose.md §4.1)
+KNEE_DROP = 0.05         # a knee must lie at least this many torso lengths below its hip (an ankle below its knee)
+LEGS = ((8, 9, 10), (11, 12, 13))  # OpenPose (hip, knee, ankle): right, left
+
+
+def drop_invented_legs(body: np.ndarray, threshold: float = MP_VISIBILITY) -> np.ndarray:
+    """An (18, 3) OpenPose body (pixels, scores) -> a copy without implausible lower-body points.
+
+    Points count as visible from ``threshold``; the torso length is neck -> mean of the visible hips. A visible knee
+    that is not ``KNEE_DROP`` torso lengths below its visible hip is dropped with its ankle; an ankle not below
+    its knee is dropped; when knees were visible and every one of them was folded up, the hips are dropped too.
+    """
+    b = np.array(body, dtype=np.float64)  # (18, 3)
+    on = b[:, 2] >= threshold
+    hips = [leg[0] for leg in LEGS if on[leg[0]]]
+    if not (on[NECK] and hips):
+        return b
+    torso = float(np.linalg.norm(b[NECK, :2] - b[hips, :2].mean(axis=0)))
+    if torso <= 1e-6:
+        return b
+    folded = plausible = 0
+    for hip, knee, ankle in LEGS:
+        if on[hip] and on[knee]:
+            if b[knee, 1] - b[hip, 1] < KNEE_DROP * torso:
+                b[[knee, ankle]] = 0.0
+                folded += 1
+                continue
+            plausible += 1
+        if on[ankle] and b[knee, 2] >= threshold and b[ankle, 1] - b[knee, 1] < KNEE_DROP * torso:
+            b[ankle] = 0.0
+    if folded and not plausible:
+        b[[leg[0] for leg in LEGS]] = 0.0
+    return b
+
+
 def mediapipe_to_person(width: int, height: int, pose: np.ndarray | None = None, face: np.ndarray | None = None,
                         left_hand: np.ndarray | None = None, right_hand: np.ndarray | None = None) -> Person | None:
     """MediaPipe Holistic landmarks (normalised 0-1, as MediaPipe returns them) -> Person in pixels.
@@ -86,8 +129,8 @@ def mediapipe_to_person(width: int, height: int, pose: np.ndarray | None = None,
         pose = np.asarray(pose, dtype=np.float64)
         if pose.shape != (33, 3):
             raise ValueError(f"MediaPipe pose landmarks must have shape (33, 3) (x, y, visibility), got {pose.shape}")
-        body = _body18(pose[:, :2] * scale, pose[:, 2], MP_POSE_TO_OPENPOSE, MP_LEFT_SHOULDER, MP_RIGHT_SHOULDER,
-                       width, height)
+        body = drop_invented_legs(_body18(pose[:, :2] * scale, pose[:, 2], MP_POSE_TO_OPENPOSE, MP_LEFT_SHOULDER,
+                                          MP_RIGHT_SHOULDER, width, height))
     face70 = None
     if face is not None:
         face = np.asarray(face, dtype=np.float64)

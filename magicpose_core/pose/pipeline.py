@@ -3,7 +3,11 @@
 Coordinates: detection, selection and smoothing work in each source frame's pixels; the fit
 (``magicpose_core.geometry``, the same code path as the reference and the frames) maps them to the output canvas,
 where retargeting happens (the reference keypoints live there); maps are drawn back at source resolution and
-fitted like the frames (render.py, pose.md §1.6), and POSE_KEYPOINT is written in output-canvas pixels.
+fitted like the frames (render.py, pose.md §1.6), and POSE_KEYPOINT is written on the output canvas, in pixels
+(default: what comfyui_controlnet_aux's DWPose and core SDPose write, and what both draw) or 0-1.
+
+Missing people: a few empty frames are a warning (smoothing bridges short gaps); a sequence with nobody in any
+frame is an error naming the fixes, never a silent run of black maps.
 """
 from __future__ import annotations
 
@@ -14,8 +18,8 @@ from typing import Callable, Iterable
 import numpy as np
 import torch
 
-from ..geometry import FIT_MODES, FitGeometry, fit_geometry
-from .keypoints import Person, PoseFrame
+from ..geometry import FIT_MODES, FitGeometry, fit_geometry, model_size_problem
+from .keypoints import Person, PoseFrame, looks_normalised
 from .render import RENDER_CANVASES, render_pose_fitted
 from .retarget import RETARGET_MODES, retarget_track
 from .smoothing import PERSON_MODES, SMOOTHING_PRESETS, select_people, stabilize
@@ -23,6 +27,7 @@ from .smoothing import PERSON_MODES, SMOOTHING_PRESETS, select_people, stabilize
 log = logging.getLogger("MagicPose")
 
 ON_MISSING = ("warn", "error")
+OUTPUT_COORDINATES = ("pixels", "normalized")
 
 
 @dataclass(frozen=True)
@@ -45,17 +50,19 @@ class ExtractSettings:
     render_canvas: str = "source"       # source (official) | training | output
     threshold: float = 0.5              # the detector's score threshold
     on_missing: str = "warn"            # a frame with no person: warn (empty map) or error
+    output_coordinates: str = "pixels"  # POSE_KEYPOINT output: pixels of the output canvas, or 0-1
 
     def __post_init__(self) -> None:
         for name, value, options in (("fit", self.fit, FIT_MODES), ("person", self.person, PERSON_MODES),
                                      ("smoothing", self.smoothing, tuple(SMOOTHING_PRESETS)),
                                      ("retarget", self.retarget, RETARGET_MODES),
                                      ("render_canvas", self.render_canvas, RENDER_CANVASES),
-                                     ("on_missing", self.on_missing, ON_MISSING)):
+                                     ("on_missing", self.on_missing, ON_MISSING),
+                                     ("output_coordinates", self.output_coordinates, OUTPUT_COORDINATES)):
             if value not in options:
                 raise ValueError(f"{name} {value!r} is not one of {', '.join(options)}")
-        if not (isinstance(self.width, int) and isinstance(self.height, int) and self.width > 0 and self.height > 0):
-            raise ValueError(f"output size must be positive integers, got {self.width}x{self.height}")
+        if problem := model_size_problem(self.width, self.height):
+            raise ValueError(f"pose map size: {problem}")
         if not 0.0 <= self.strength <= 1.0:
             raise ValueError(f"retarget strength must be in [0, 1], got {self.strength}")
         if not self.fps > 0:
@@ -142,16 +149,29 @@ def process_sequence(raw: list[PoseFrame], settings: ExtractSettings,
         src_people = [[p.transformed(g.unmap_points) for p in ps] for ps, g in zip(out_people, geometries)]
 
     source = [PoseFrame(f.width, f.height, ps) for f, ps in zip(raw, src_people)]
-    output = [PoseFrame(s.width, s.height, [_inside_only(p, s.width, s.height) for p in ps]) for ps in out_people]
+    if s.output_coordinates == "normalized":  # a point outside 0-1 would flip aux's per-part convention guess
+        out_people = [[_inside_only(p, s.width, s.height) for p in ps] for ps in out_people]
+    output = [PoseFrame(s.width, s.height, ps).bounded() for ps in out_people]
     missing = [i for i, f in enumerate(source) if f.is_empty]
     return PoseSequence(source, output, geometries, missing)
 
 
-def report_missing(seq: PoseSequence, on_missing: str = "warn") -> None:
-    """One warning line for frames without a person (their maps are empty), or an error."""
+def report_missing(seq: PoseSequence, on_missing: str = "warn", source: str = "frames") -> None:
+    """One warning line for frames without a person (their maps are empty), or an error; always an error when no
+    frame has a person (``source``: ``frames`` or ``pose_keypoint``, for the hint)."""
     if not seq.missing:
         return
     n, total = len(seq.missing), len(seq.source)
+    if n == total:
+        if source == "pose_keypoint":
+            fix = ("check that the POSE_KEYPOINT holds people with body points (confidence >= 0.3) and try "
+                   "coordinates 'normalized' or 'pixels' if they were read in the wrong convention")
+        else:
+            fix = ("check that the frames show a person (not an empty or black batch, the right video), try another "
+                   "detector (dwpose finds smaller and partly hidden people than mediapipe), or connect "
+                   "pose_keypoint instead of images")
+        raise ValueError(f"ExtractPose: no person found in any of the {total} frame(s), so every pose map would be "
+                         f"black. Fix: {fix}.")
     shown = ", ".join(str(i) for i in seq.missing[:10]) + (", ..." if n > 10 else "")
     msg = f"no person found in {n} of {total} frame(s) (frame {shown})"
     if on_missing == "error":
@@ -172,3 +192,32 @@ def render_sequence(seq: PoseSequence, settings: ExtractSettings,
         if on_frame is not None:
             on_frame(i)
     return torch.from_numpy(out)
+
+
+def carry_extras(extras: list[dict], seq: PoseSequence, settings: ExtractSettings) -> list[dict]:
+    """Per frame, the POSE_KEYPOINT top-level keys we do not use (``keypoints.unknown_keys``), kept for the output;
+    ``animals`` (comfyui_controlnet_aux's AP10K: one list of [x, y, c] per animal) is moved onto the output canvas
+    like the people, so it stays aligned with ``canvas_width`` / ``canvas_height``."""
+    out = []
+    for ex, g in zip(extras, seq.geometries):
+        ex = dict(ex)
+        if isinstance(ex.get("animals"), list):
+            ex["animals"] = _map_animals(ex["animals"], g, settings.output_coordinates == "normalized")
+        out.append(ex)
+    return out
+
+
+def _map_animals(animals: list, g: FitGeometry, normalized_out: bool) -> list:
+    try:
+        raw = [np.asarray(a, dtype=np.float64) for a in animals]
+        pts = [a.reshape(-1, 3) for a in raw]  # (N, 3) each
+    except (TypeError, ValueError, OverflowError):
+        return animals  # not keypoint lists: passed through as they came
+    scale_in = np.array([g.src_w, g.src_h]) if looks_normalised(pts) else np.ones(2)
+    scale_out = np.array([g.dst_w, g.dst_h]) if normalized_out else np.ones(2)
+    out = []
+    for a, p in zip(raw, pts):
+        q = np.concatenate([g.map_points(p[:, :2] * scale_in) / scale_out, p[:, 2:]], axis=1)  # (N, 3)
+        q[~(np.isfinite(p).all(axis=1) & (p[:, 2] > 0))] = 0.0
+        out.append(q.reshape(a.shape).tolist())
+    return out

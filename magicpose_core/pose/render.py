@@ -28,7 +28,7 @@ import torch
 
 from ..geometry import FitGeometry, fit_geometry, fit_images
 from ..images import from_uint8
-from .keypoints import PoseFrame
+from .keypoints import MAX_CANVAS, PoseFrame
 
 # Joint colours (RGB) of the 18 OpenPose body points; limb i is drawn in colour i x 0.6 (pose.md §1.2).
 BODY_COLORS = [(255, 0, 0), (255, 85, 0), (255, 170, 0), (255, 255, 0), (170, 255, 0), (85, 255, 0), (0, 255, 0),
@@ -120,10 +120,13 @@ def render_pose(frame: PoseFrame, body: bool = True, hands: bool = True, face: b
                 threshold: float = 0.0) -> np.ndarray:
     """A PoseFrame -> openpose_full map, (H, W, 3) uint8 RGB at the frame's canvas size, black background.
 
-    People are drawn in order, each body then hands then face (controlnet_aux ``draw_poses`` order).
+    People are drawn in order, each body then hands then face (controlnet_aux ``draw_poses`` order). Points more
+    than one canvas size beyond an edge are not drawn (``PoseFrame.bounded``: OpenCV overflows on huge values).
     """
+    if frame.width > MAX_CANVAS or frame.height > MAX_CANVAS:
+        raise ValueError(f"pose canvas {frame.width}x{frame.height} is larger than the {MAX_CANVAS} px per side limit")
     canvas = np.zeros((frame.height, frame.width, 3), dtype=np.uint8)
-    for p in frame.people:
+    for p in frame.bounded().people:
         if body:
             draw_body(canvas, p.body, threshold)
         if hands:
