@@ -63,9 +63,10 @@ want="$(stamp_of)-$(cat "$COMFY/requirements.txt" | "$PY" -c 'import hashlib,sys
 if [ "$(cat "$VENV/.magicpose-env" 2>/dev/null)" != "$want" ]; then
   log "installing torch 2.11.0 / torchvision 0.26.0 / torchaudio 2.11.0"
   pip_install torch==2.11.0 torchvision==0.26.0 torchaudio==2.11.0
-  log "installing ComfyUI requirements (lean: no workflow templates or embedded docs)"
-  grep -vE '^(comfyui-workflow-templates|comfyui-embedded-docs)' "$COMFY/requirements.txt" > "$CACHE/comfy-requirements.txt"
-  pip_install -r "$CACHE/comfy-requirements.txt"
+  # All of them, the workflow templates (~430 MB of wheels) and embedded docs included: without them every
+  # start prints an ERROR box and the template browser is empty, which is not what users see.
+  log "installing ComfyUI requirements"
+  pip_install -r "$COMFY/requirements.txt"
   log "installing the pack's requirements and test requirements"
   pip_install -r requirements.txt -r tests/requirements.txt
   log "installing $MEDIAPIPE (test extra, --no-deps)"
