@@ -117,3 +117,80 @@ def grace_hopper() -> np.ndarray:
 
     path = os.path.join(matplotlib.get_data_path(), "sample_data", "grace_hopper.jpg")
     return cv2.cvtColor(cv2.imread(path), cv2.COLOR_BGR2RGB)  # (600, 512, 3), public domain (US Navy)
+
+
+def aux_draw(frame: dict, draw_body: bool = True, draw_hand: bool = True, draw_face: bool = True) -> np.ndarray:
+    """What comfyui_controlnet_aux (Fannovel16, v1.1.x) draws for one POSE_KEYPOINT frame, with controlnet_aux's own
+    drawing functions (the same ControlNet 1.1 code its ``draw_poses`` runs).
+
+    Its node code is not installable, so its decoding is described here, not copied (``decode_json_as_poses`` and
+    ``util.is_normalized`` in src/custom_controlnet_aux/dwpose): each part list is cut into (x, y, c) triplets, a
+    point with c < 1.0 is missing, an empty or null part is "no part" (a null *body* is then iterated and raises
+    TypeError); at drawing time every part on its own counts as normalised when all its present points have
+    |x|, |y| <= 1, else as pixels (drawn with W = H = 1). ``animals`` are not drawn here.
+    """
+    from controlnet_aux.open_pose import util
+    from controlnet_aux.open_pose.body import Keypoint
+
+    w, h = frame["canvas_width"], frame["canvas_height"]
+
+    def decode(numbers):
+        if not numbers:
+            return None
+        assert len(numbers) % 3 == 0
+        return [Keypoint(x, y) if c >= 1.0 else None for x, y, c in zip(numbers[0::3], numbers[1::3], numbers[2::3])]
+
+    def as_normalised(kps, missing):
+        """controlnet_aux's drawing takes 0-1 points: pixel parts are divided by the canvas (its W = H = 1)."""
+        present = [k for k in kps if k is not None]
+        normalised = bool(present) and all(abs(k.x) <= 1 and abs(k.y) <= 1 for k in present)
+        s = (1.0, 1.0) if normalised else (w, h)
+        return [missing if k is None else Keypoint(k.x / s[0], k.y / s[1]) for k in kps]
+
+    canvas = np.zeros((h, w, 3), dtype=np.uint8)
+    for person in frame.get("people", []):
+        body = decode(person.get("pose_keypoints_2d"))
+        if body is None:
+            raise TypeError("'NoneType' object is not subscriptable (comfyui_controlnet_aux draw_bodypose on a null body)")
+        if draw_body:
+            canvas = util.draw_bodypose(canvas, as_normalised(body, None))
+        for key in ("hand_left_keypoints_2d", "hand_right_keypoints_2d"):
+            hand = decode(person.get(key))
+            if draw_hand and hand:
+                canvas = util.draw_handpose(canvas, as_normalised(hand, Keypoint(0.0, 0.0)))
+        face = decode(person.get("face_keypoints_2d"))
+        if draw_face and face:
+            canvas = util.draw_facepose(canvas, as_normalised(face, Keypoint(0.0, 0.0)))
+    return canvas
+
+
+def frontend_photo(name: str) -> np.ndarray:
+    """A photo shipped in the ComfyUI frontend package (comfyui_frontend_package/static/assets/<name>)."""
+    import glob
+
+    import comfyui_frontend_package
+    from PIL import Image
+
+    root = os.path.dirname(comfyui_frontend_package.__file__)
+    (path,) = glob.glob(os.path.join(root, "static", "assets", name))
+    return np.asarray(Image.open(path).convert("RGB"))
+
+
+def full_body_dancer() -> np.ndarray:
+    """The full-body photo in the ComfyUI frontend package's poster image: a woman in a wide stance with her right
+    arm raised (hand clearly visible), cropped to (620, 520, 3)."""
+    return np.ascontiguousarray(frontend_photo("center-image-*.jpg")[200:820, 520:1040])
+
+
+def padded(img: np.ndarray, where: str = "below") -> np.ndarray:
+    """A half-body photo at half size inside a black frame of the same size (letterbox-like framing): ``below`` =
+    at the top centre, ``around`` = centred."""
+    import cv2
+
+    h, w = img.shape[:2]
+    out = np.zeros_like(img)
+    small = cv2.resize(img, (w // 2, h // 2), interpolation=cv2.INTER_AREA)
+    y0 = 0 if where == "below" else (h - h // 2) // 2
+    x0 = (w - w // 2) // 2
+    out[y0:y0 + h // 2, x0:x0 + w // 2] = small
+    return out
