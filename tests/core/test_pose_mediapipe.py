@@ -100,3 +100,77 @@ def test_missing_mediapipe_names_the_pip_command(monkeypatch):
     monkeypatch.setitem(sys.modules, "mediapipe", None)
     with pytest.raises(RuntimeError, match=r"pip install \"mediapipe==0.10.21\""):
         create_detector("mediapipe")
+
+
+def _photos() -> dict:
+    from support.pose_data import frontend_photo, full_body_dancer, padded
+
+    return {
+        "astronaut": astronaut(),
+        "grace_hopper": grace_hopper(),
+        "selfie (frontend top-left)": frontend_photo("top-left-*.jpg"),
+        "astronaut, padded below": padded(astronaut(), "below"),
+        "astronaut, padded around": padded(astronaut(), "around"),
+        "grace_hopper, padded around": padded(grace_hopper(), "around"),
+        "full-body dancer (frontend poster)": full_body_dancer(),
+    }
+
+
+LEGS = [8, 9, 10, 11, 12, 13]
+
+
+def test_half_body_gets_no_legs_full_body_keeps_all_and_visible_hands_are_found(detector):
+    """Real photos: portraits (and portraits in a larger black frame, where MediaPipe invents hips at visibility
+    1.0 and knees above them) get no lower body; the full-body photo keeps 18/18 and its raised right hand."""
+    from magicpose_core.pose.mediapipe_backend import MediaPipeDetector
+
+    rows, plain = [], MediaPipeDetector(hand_crops=False)
+    for name, img in _photos().items():
+        p = detector(img).people[0]
+        on = p.body[:, 2] > 0
+        hands = {side: int((v[:, 2] > 0).sum()) if v is not None else 0
+                 for side, v in (("left", p.left_hand), ("right", p.right_hand))}
+        q = plain(img).people[0]
+        holistic_hands = sum(v is not None and bool((v[:, 2] > 0).any()) for v in (q.left_hand, q.right_hand))
+        rows.append((name, int(on.sum()), int(on[LEGS].sum()), hands["left"], hands["right"], holistic_hands))
+        if "full-body" in name:
+            assert on.all(), f"{name}: {on.sum()}/18"
+            wrist, elbow = p.body[4, :2], p.body[3, :2]
+            hand = p.right_hand
+            assert hand is not None and (hand[:, 2] > 0).all()
+            assert np.linalg.norm(hand[0, :2] - wrist) < 0.5 * np.linalg.norm(wrist - elbow)
+            assert hand[:, 1].max() < elbow[1], "the raised hand lies above its elbow"
+            assert holistic_hands == 0, "Holistic alone now finds the hand: the crop search may be unnecessary"
+        else:
+            assert not on[LEGS].any(), f"{name}: legs {on[LEGS]}"
+            assert (on[[0, 1, 2, 5]]).all()
+    print("\nreal photos (body points | leg points | left hand | right hand | Holistic-only hands):")
+    for r in rows:
+        print(f"  {r[0]:36s} {r[1]:2d}/18 | {r[2]} | {r[3]:2d} | {r[4]:2d} | {r[5]}")
+    from support import figures
+
+    figures.record("mediapipe real photos: (photo, body/18, legs, left hand pts, right hand pts, holistic-only hands)",
+                   rows)
+
+
+def test_invented_legs_rules():
+    from support.pose_data import STANDING
+
+    from magicpose_core.pose.mapping import drop_invented_legs
+
+    body = np.c_[STANDING, np.ones(18)]
+    np.testing.assert_array_equal(drop_invented_legs(body), body)            # a standing person: untouched
+    folded = body.copy()
+    folded[[9, 12], 1] = folded[[8, 11], 1] - 10                             # both knees above the hips
+    out = drop_invented_legs(folded)
+    assert (out[LEGS] == 0).all() and (out[:8] == body[:8]).all()
+    kick = body.copy()
+    kick[9, 1], kick[10, 1] = kick[8, 1] - 20, kick[8, 1] - 30               # one knee lifted (a high kick)
+    out = drop_invented_legs(kick)
+    assert (out[[9, 10]] == 0).all() and (out[[8, 11, 12, 13]] == body[[8, 11, 12, 13]]).all()
+    low = body.copy()
+    low[[9, 12], 2] = 0.3                                                    # knees not visible: hips stay
+    np.testing.assert_array_equal(drop_invented_legs(low), low)
+    ankle = body.copy()
+    ankle[13, 1] = ankle[12, 1] - 5                                          # an ankle above its knee
+    assert drop_invented_legs(ankle)[13, 2] == 0 and drop_invented_legs(ankle)[12, 2] == 1
