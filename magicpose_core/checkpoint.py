@@ -54,8 +54,8 @@ PART_RE = re.compile(r"^(?P<stem>.+)\.(?P<part>appearance|pose_controlnet|sd15)(
 APPEARANCE_DIRS = ("appearance_control_model", "appearance")          # diffusers-layout folders
 POSE_DIRS = ("pose_control_model", "pose_controlnet", "controlnet")
 SHOW = 5  # offending keys quoted in error messages
-HINT = (f"MagicPose needs the official {hub.FILENAME} ({hub.URL}) or the parts converted from it "
-        "(`python -m magicpose_core.checkpoint convert`).")
+HINT = (f"MagicPose needs the official {hub.FILENAME} ({hub.URL}; saved as {hub.LOCAL_FILENAME} or under its own "
+        f"name) or the parts converted from it (`{hub.CONVERT_COMMAND}`).")
 
 _ST_DTYPES = {torch.float64: "F64", torch.float32: "F32", torch.float16: "F16", torch.bfloat16: "BF16",
               torch.int64: "I64", torch.int32: "I32", torch.int16: "I16", torch.int8: "I8", torch.uint8: "U8",
@@ -67,6 +67,8 @@ Shapes = Mapping[str, Sequence[int]]
 
 class CheckpointError(ValueError):
     """A file that is not (a readable, complete, code-free copy of) the weights MagicPose needs."""
+
+    __module__ = "magicpose_core.checkpoint"  # ComfyUI shows module + name; the pack's own module name is a path
 
 
 @dataclass
@@ -139,7 +141,7 @@ _PLAIN_GLOBALS = {"collections.OrderedDict", "_codecs.encode", "builtins.set", "
 
 
 def _refused(path: Path, what: str) -> CheckpointError:
-    return CheckpointError(f"{path}: refused: this file needs code execution to load ({what}); MagicPose only "
+    return CheckpointError(f"{path.name}: refused: this file needs code execution to load ({what}); MagicPose only "
                            f"loads plain tensors. Use the official {hub.FILENAME} or a .safetensors file.")
 
 
@@ -151,9 +153,9 @@ def _torch_load(path: Path, mmap: bool) -> object:
         names = _pickle_globals(path) or ([m.group(1)] if m else [])
         if m or names:
             raise _refused(path, f"it references {', '.join(names[:SHOW])}") from None
-        raise CheckpointError(f"{path}: not a readable PyTorch checkpoint ({_first_line(e)})") from None
+        raise CheckpointError(f"{path.name}: not a readable PyTorch checkpoint ({_first_line(e)})") from None
     except Exception as e:  # torch raises RuntimeError, EOFError, KeyError, ... for damaged archives and pickles
-        raise CheckpointError(f"{path}: could not be read as a PyTorch checkpoint; it may be truncated or "
+        raise CheckpointError(f"{path.name}: could not be read as a PyTorch checkpoint; it may be truncated or "
                               f"corrupted (re-download or re-copy it): {_first_line(e)}") from None
 
 
@@ -177,11 +179,29 @@ def _safetensors_header(path: Path) -> dict | None:
     return header if isinstance(header, dict) else None
 
 
+def not_safetensors_advice(path: Path) -> str:
+    """Why `path` has no safetensors header, guessed from its first bytes, and what to do about it."""
+    with open(path, "rb") as f:
+        head = f.read(512)
+    text = head.lstrip().lower()
+    if text.startswith((b"<!doctype", b"<html", b"<?xml", b"{\"error")):
+        what = "a web page or an error message saved under a .safetensors name, not weights (a failed download)"
+    elif text.startswith(b"version https://git-lfs"):
+        what = "a Git LFS pointer, not the weights (the repository was cloned without `git lfs pull`)"
+    elif head.startswith((b"PK\x03\x04", b"\x80")):
+        what = "a PyTorch pickle checkpoint renamed to .safetensors (give it its .th/.pth/.ckpt name back)"
+    else:
+        what = ("damaged or not a safetensors file at all: its first 8 bytes do not give a valid header length "
+                "(an interrupted download or copy, or another format renamed to .safetensors)")
+    return (f"{path.name} is {what}. Re-download it, or put the official {hub.FILENAME} ({hub.URL}) in "
+            f"models/magicpose as {hub.LOCAL_FILENAME} and convert it with {hub.convert_instructions()}.")
+
+
 def _safetensors_shapes(path: Path) -> tuple[dict[str, tuple[int, ...]], dict[str, str]]:
     """Keys -> shapes and the metadata of a safetensors file, from its header only."""
     header = _safetensors_header(path)
     if header is None:
-        raise CheckpointError(f"{path}: not a safetensors file (no valid header)")
+        raise CheckpointError(not_safetensors_advice(path))
     meta = header.pop("__metadata__", None) or {}
     return {k: tuple(v["shape"]) for k, v in header.items()}, meta
 
@@ -197,7 +217,9 @@ def read_safetensors(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], 
             meta = dict(f.metadata() or {})
         return load_file(str(path)), meta
     except Exception as e:  # safetensors raises its own error type for truncated / malformed files
-        raise CheckpointError(f"{path}: not a readable safetensors file; it may be truncated or corrupted "
+        if _safetensors_header(path) is None:
+            raise CheckpointError(not_safetensors_advice(path)) from None
+        raise CheckpointError(f"{path.name}: not a readable safetensors file; it may be truncated or corrupted "
                               f"(re-download or re-convert it): {_first_line(e)}") from None
 
 
@@ -206,10 +228,10 @@ def _as_state_dict(obj: object, path: Path) -> dict[str, torch.Tensor]:
         log.info("MagicPose: %s wraps its weights in a 'state_dict' entry; using it", path.name)
         obj = obj["state_dict"]
     if not isinstance(obj, Mapping):
-        raise CheckpointError(f"{path}: not a state dict (it holds a {type(obj).__name__}). {HINT}")
+        raise CheckpointError(f"{path.name}: not a state dict (it holds a {type(obj).__name__}). {HINT}")
     bad = [f"{k} ({type(v).__name__})" for k, v in obj.items() if not isinstance(v, torch.Tensor)]
     if bad:
-        raise CheckpointError(f"{path}: not a plain state dict of tensors: {len(bad)} entries are not tensors, "
+        raise CheckpointError(f"{path.name}: not a plain state dict of tensors: {len(bad)} entries are not tensors, "
                               f"e.g. {', '.join(bad[:SHOW])}. {HINT}")
     return {str(k): v for k, v in obj.items()}
 
@@ -219,23 +241,23 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     running pickled code. Zip checkpoints are memory-mapped (tensors are read on first use)."""
     path = Path(path)
     if not path.is_file():
-        raise CheckpointError(f"{path}: no such file. " + hub.missing_weights_message(path.parent))
+        raise CheckpointError(f"{path.name}: no such file. " + hub.missing_weights_message(path.parent))
     size = path.stat().st_size
     if size == 0:
-        raise CheckpointError(f"{path}: the file is empty (an interrupted download or copy?)")
+        raise CheckpointError(f"{path.name}: the file is empty (an interrupted download or copy?)")
     with open(path, "rb") as f:
         head = f.read(16)
     if path.suffix.lower() == ".safetensors" or _safetensors_header(path) is not None:
         return read_safetensors(path)[0]
     if head.startswith(b"PK\x03\x04"):
         if not zipfile.is_zipfile(path):
-            raise CheckpointError(f"{path}: the checkpoint archive is incomplete (no zip central directory, "
+            raise CheckpointError(f"{path.name}: the checkpoint archive is incomplete (no zip central directory, "
                                   f"{size / 1e9:.2f} GB on disk): the file is truncated; re-download or re-copy it")
         return _as_state_dict(_torch_load(path, mmap=True), path)
     if head[:1] == b"\x80":  # a pickle: legacy (pre-1.6) torch.save or a bare pickle.dump
         return _as_state_dict(_torch_load(path, mmap=False), path)
-    raise CheckpointError(f"{path}: not a PyTorch checkpoint or safetensors file (unrecognised format, first bytes "
-                          f"{head[:8]!r}). {HINT}")
+    raise CheckpointError(f"{path.name}: not a PyTorch checkpoint or safetensors file (unrecognised format, "
+                          f"first bytes {head[:8]!r}). {HINT}")
 
 
 # --------------------------------------------------------------------------------------------------
@@ -480,7 +502,7 @@ def _sha256(path: Path, on_bytes: Callable[[int], None] | None = None, chunk: in
 
 
 def convert(src: str | os.PathLike, outdir: str | os.PathLike, dtype: str = "fp16", with_sd15: bool = False,
-            progress: Progress | None = None) -> dict[str, Path]:
+            progress: Progress | None = None, sd15_dir: str | os.PathLike | None = None) -> dict[str, Path]:
     """Convert the official checkpoint into safetensors parts in `outdir`.
 
     Args:
@@ -489,6 +511,7 @@ def convert(src: str | os.PathLike, outdir: str | os.PathLike, dtype: str = "fp1
         dtype: "fp16", "bf16" or "fp32" for the floating tensors.
         with_sd15: also write the bundled SD1.5 as an ordinary checkpoint.
         progress: optional callable(done_bytes, total_bytes): source bytes hashed + part bytes written.
+        sd15_dir: where the SD1.5 checkpoint goes (default: `outdir`).
     Returns:
         {"appearance": path, "pose_controlnet": path[, "sd15": path]}.
     """
@@ -502,6 +525,9 @@ def convert(src: str | os.PathLike, outdir: str | os.PathLike, dtype: str = "fp1
         chosen["sd15"] = split.sd15
     out_bytes = sum(_nbytes(t, tdtype) for part in chosen.values() for t in part.values())
     outdir.mkdir(parents=True, exist_ok=True)
+    sd15_dir = Path(sd15_dir) if sd15_dir is not None else outdir
+    if with_sd15:
+        sd15_dir.mkdir(parents=True, exist_ok=True)
     free = shutil.disk_usage(outdir).free
     if free < out_bytes + (64 << 20):
         raise CheckpointError(f"not enough free disk space in {outdir}: {out_bytes / 1e9:.2f} GB needed, "
@@ -519,7 +545,7 @@ def convert(src: str | os.PathLike, outdir: str | os.PathLike, dtype: str = "fp1
             "source_mtime_ns": str(stat.st_mtime_ns), "converter_version": CONVERTER_VERSION, "dtype": dtype}
     paths: dict[str, Path] = {}
     for part, tensors in chosen.items():
-        path = outdir / part_filename(src.stem, part, dtype)
+        path = (sd15_dir if part == "sd15" else outdir) / part_filename(src.stem, part, dtype)
         write_safetensors(path, tensors, {**base, "part": part, "tensors": str(len(tensors))}, tdtype, on_bytes)
         paths[part] = path
     log.debug("MagicPose: converted %s -> %s", src.name, ", ".join(p.name for p in paths.values()))
@@ -531,7 +557,7 @@ def convert(src: str | os.PathLike, outdir: str | os.PathLike, dtype: str = "fp1
 
 
 def _keymap_error(path: Path, e: keymap.KeyMapError) -> CheckpointError:
-    return CheckpointError(f"{path}: diffusers-layout weights that are not an SD1.5 UNet/ControlNet: {e}")
+    return CheckpointError(f"{path.name}: diffusers-layout weights that are not an SD1.5 UNet/ControlNet: {e}")
 
 
 def normalize_appearance(sd: Mapping[str, torch.Tensor], path: Path) -> dict[str, torch.Tensor]:
@@ -554,7 +580,7 @@ def normalize_appearance(sd: Mapping[str, torch.Tensor], path: Path) -> dict[str
     expected = L.appearance_layout(cfg, with_hint_block=False)
     diff = compare_layout(_shapes(sd), expected)
     if diff:
-        raise CheckpointError(f"{path}: not a MagicPose appearance UNet: expected {len(expected)} tensors, found "
+        raise CheckpointError(f"{path.name}: not a MagicPose appearance UNet: expected {len(expected)} tensors, found "
                               f"{len(sd)}; {diff.summary()}. This looks like {describe(_shapes(sd))}. {HINT}")
     return sd
 
@@ -576,7 +602,7 @@ def normalize_pose_controlnet(sd: Mapping[str, torch.Tensor], path: Path) -> dic
     expected = L.prefixed(L.CONTROL_PREFIX, L.controlnet_layout(cfg))
     diff = compare_layout(_shapes(sd), expected)
     if diff:
-        raise CheckpointError(f"{path}: not a MagicPose pose ControlNet: expected {len(expected)} tensors, found "
+        raise CheckpointError(f"{path.name}: not a MagicPose pose ControlNet: expected {len(expected)} tensors, found "
                               f"{len(sd)}; {diff.summary()}. This looks like {describe(_shapes(sd))}. {HINT}")
     return sd
 
@@ -655,7 +681,7 @@ def _load_diffusers_dir(path: Path) -> MagicPoseParts:
 
     app, pose = pick(APPEARANCE_DIRS), pick(POSE_DIRS)
     if app is None or pose is None:
-        raise CheckpointError(f"{path}: a MagicPose weights folder needs an appearance subfolder "
+        raise CheckpointError(f"{path.name}: a MagicPose weights folder needs an appearance subfolder "
                               f"({' or '.join(APPEARANCE_DIRS)}) and a pose subfolder ({' or '.join(POSE_DIRS)}), "
                               f"each with diffusion_pytorch_model.safetensors. {HINT}")
     parts = _parts(app, pose, source=path)
@@ -700,9 +726,9 @@ def _load_official_cached(path: Path, dtype: str, cache_dir: Path | None, progre
     elif cache_dir is not None and _writable(Path(cache_dir)):
         target = Path(cache_dir)
     else:
-        raise CheckpointError(f"{path.parent} is not writable, so {path.name} cannot be converted next to it, and no "
-                              f"writable cache folder was given. Convert it once with `python -m "
-                              f"magicpose_core.checkpoint convert {path} OUTDIR` and load the .appearance file.")
+        raise CheckpointError(f"the folder of {path.name} is not writable, so it cannot be converted next to it, and "
+                              f"no writable cache folder was given. Convert it once with {hub.convert_instructions()} "
+                              f"(as a user who may write there) and load the .appearance file.")
     load_official(path)  # fail on a wrong file before announcing a conversion (memory-mapped: cheap)
     log.info("MagicPose: converting %s to %s safetensors in %s (one time; later loads reuse it)", path.name, dtype,
              target)
@@ -731,7 +757,7 @@ def load_parts(path: str | os.PathLike, dtype: str = "fp16", cache_dir: str | os
     if path.is_dir():
         return _load_diffusers_dir(path)
     if not path.is_file():
-        raise CheckpointError(f"{path}: no such file. " + hub.missing_weights_message(path.parent))
+        raise CheckpointError(f"{path.name}: no such file. " + hub.missing_weights_message(path.parent))
     if m := PART_RE.match(path.name):
         return _load_part_pair(path, m, [Path(d) for d in search_dirs])
     if path.suffix.lower() in OFFICIAL_SUFFIXES:
@@ -814,15 +840,33 @@ class TextProgress:
         self.stream.flush()
 
 
+def _default_official() -> Path:
+    """ComfyUI's models/magicpose/model_state-110000.pth (or .th), for `convert` without arguments."""
+    folder = hub.default_model_dir()
+    for name in (hub.LOCAL_FILENAME, hub.FILENAME):
+        if (folder / name).is_file():
+            return folder / name
+    if folder == Path.cwd():
+        raise CheckpointError(f"convert without arguments works in the pack's folder inside ComfyUI/custom_nodes "
+                              f"(it reads models/magicpose/{hub.LOCAL_FILENAME}); here, name the file: "
+                              f"convert SRC [OUTDIR]")
+    raise CheckpointError(hub.missing_weights_message(folder))
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m magicpose_core.checkpoint",
                                      description="Convert, download or inspect MagicPose weights.")
     sub = parser.add_subparsers(dest="cmd", required=True)
-    c = sub.add_parser("convert", help=f"split the official {hub.FILENAME} into safetensors parts")
-    c.add_argument("src")
-    c.add_argument("outdir")
+    c = sub.add_parser("convert", help=f"split the official {hub.FILENAME} into safetensors parts; without "
+                       "arguments, in the pack's folder inside ComfyUI/custom_nodes: ComfyUI's models/magicpose/"
+                       f"{hub.LOCAL_FILENAME} (or .th) -> parts next to it + the SD1.5 in models/checkpoints")
+    c.add_argument("src", nargs="?")
+    c.add_argument("outdir", nargs="?", help="default: the folder of src")
     c.add_argument("--dtype", choices=list(DTYPES), default="fp16")
-    c.add_argument("--with-sd15", action="store_true", help="also write the bundled SD1.5 as a checkpoint")
+    c.add_argument("--with-sd15", action="store_true", help="also write the bundled SD1.5 as a checkpoint "
+                   "(always on without arguments)")
+    c.add_argument("--sd15-dir", default=None, help="folder for the SD1.5 checkpoint (default: outdir; without "
+                   "arguments: ComfyUI's models/checkpoints)")
     d = sub.add_parser("download", help=f"download {hub.FILENAME} from {hub.REPO_ID} (~9.15 GB)")
     d.add_argument("--dir", default=None, help="destination (default: ComfyUI/models/magicpose or the current folder)")
     i = sub.add_parser("inspect", help="print what a weights file is and its key groups")
@@ -834,12 +878,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     log.setLevel(logging.INFO)
     try:
         if args.cmd == "convert":
-            paths = convert(args.src, args.outdir, dtype=args.dtype, with_sd15=args.with_sd15,
-                            progress=TextProgress("convert "))
+            src, outdir, with_sd15, sd15_dir = args.src, args.outdir, args.with_sd15, args.sd15_dir
+            if src is None:  # the one documented command: ComfyUI's own folders
+                src, with_sd15 = _default_official(), True
+                sd15_dir = sd15_dir or src.parent.parent / "checkpoints"
+            paths = convert(src, outdir or Path(src).parent, dtype=args.dtype, with_sd15=with_sd15,
+                            progress=TextProgress("convert "), sd15_dir=sd15_dir)
             for part, p in paths.items():
                 print(f"{part}: {p} ({p.stat().st_size / 1e9:.3f} GB)")
-            print("Put the .appearance and .pose_controlnet files in models/magicpose (or keep them together) and "
-                  "the .sd15 file, if written, in models/checkpoints.")
+            if args.src is not None:
+                print("Put the .appearance and .pose_controlnet files in models/magicpose (or keep them together) "
+                      "and the .sd15 file, if written, in models/checkpoints.")
         elif args.cmd == "download":
             print(hub.download_official(args.dir))
         else:

@@ -20,14 +20,32 @@ log = logging.getLogger("MagicPose")
 
 REPO_ID = "Boese0601/MagicDance"
 FILENAME = "model_state-110000.th"
+# The name the pack gives the same file on disk. ComfyUI's frontend treats only .safetensors/.ckpt/.pt/.pth/.bin/
+# .sft/.onnx/.gguf values as model files (missing-models scan) and offers a download only for .safetensors/.sft/
+# .ckpt/.pth/.pt names, so the shipped workflows name it .pth; the loader reads .th and .pth alike.
+LOCAL_FILENAME = "model_state-110000.pth"
 APPROX_BYTES = 9_150_000_000  # magicpose-method.md §11.1 (2288.1 M fp32 parameters)
 URL = f"https://huggingface.co/{REPO_ID}/blob/main/{FILENAME}"
+DOWNLOAD_URL = f"https://huggingface.co/{REPO_ID}/resolve/main/{FILENAME}"  # workflow model metadata
 FOLDER_NAME = "magicpose"     # ComfyUI models/<FOLDER_NAME>/ (registered by the glue through folder_paths)
+SD15_FILENAME = "model_state-110000.sd15.fp16.safetensors"  # the bundled SD1.5, written by CONVERT_COMMAND
+# The one convert command (README, workflow notes, error messages): run in the pack's folder with the Python that
+# runs ComfyUI; without arguments it reads models/magicpose/model_state-110000.pth (or .th) and writes the parts
+# there and the SD1.5 checkpoint to models/checkpoints.
+CONVERT_COMMAND = "python -m magicpose_core.checkpoint convert"
 _TRUE = {"1", "true", "yes", "on"}
 
 
 class HubError(RuntimeError):
     """The official weights could not be downloaded; the message says what to do instead."""
+
+    __module__ = "magicpose_core.hub"  # ComfyUI shows module + name; the pack's own module name is a path
+
+
+def convert_instructions() -> str:
+    """How to run CONVERT_COMMAND, naming the pack folder (not a full path)."""
+    pack = Path(__file__).resolve().parents[1].name
+    return f"`{CONVERT_COMMAND}` in ComfyUI's custom_nodes/{pack} folder, with the Python that runs ComfyUI"
 
 
 def is_offline() -> bool:
@@ -47,15 +65,21 @@ def download_command(folder: str | os.PathLike) -> str:
     return f"python -m magicpose_core.checkpoint download --dir {folder}"
 
 
-def missing_weights_message(folder: str | os.PathLike) -> str:
-    """What to put where (or which command downloads it) when no MagicPose weights are found in `folder`."""
+def missing_weights_message(folder: str | os.PathLike = "models/magicpose") -> str:
+    """What to put where when no MagicPose weights are found in `folder` (ComfyUI's models/magicpose by default:
+    messages shown in the UI name folders as ComfyUI does, never by machine path)."""
     folder = str(folder)
     return (
-        f"MagicPose weights not found. Put the official file {FILENAME} (~9.15 GB, from {URL}) in {folder}, "
-        f"or download it there with `{download_command(folder)}` (run it in the MagicPose pack folder), or turn on "
-        f"the loader's download option. Optionally convert it once to fp16 safetensors (~2.4 GB, faster loads) with "
-        f"`python -m magicpose_core.checkpoint convert {os.path.join(folder, FILENAME)} {folder}`."
+        f"MagicPose weights not found. Download the official {FILENAME} (~9.15 GB, {URL}) and save it in {folder} "
+        f"as {LOCAL_FILENAME} (the same file; ComfyUI's model dialogs only know the .pth suffix), or select "
+        f"'{download_choice()}' in MagicPose Load Model with its download option on. Then, once, for faster loads "
+        f"and the SD1.5 checkpoint the workflows use ({SD15_FILENAME}), run {convert_instructions()}."
     )
+
+
+def download_choice() -> str:
+    """The Load Model entry that downloads the official file (listed only while it is missing)."""
+    return f"download {LOCAL_FILENAME} (9.15 GB)"
 
 
 def _progress_tqdm(progress: Callable[[int, int], None]):
@@ -80,10 +104,11 @@ def download_official(dest_dir: str | os.PathLike | None = None, progress: Calla
     huggingface_hub is missing, when the disk is too small, or when the download fails.
     """
     dest = Path(dest_dir) if dest_dir is not None else default_model_dir()
-    target = dest / FILENAME
-    if target.is_file() and not force:
-        log.info("MagicPose: %s already present, not downloading", target)
-        return target
+    target = dest / LOCAL_FILENAME
+    for present in (target, dest / FILENAME):
+        if present.is_file() and not force:
+            log.info("MagicPose: %s already present, not downloading", present)
+            return present
     if is_offline():
         raise HubError(f"HF_HUB_OFFLINE is set, so MagicPose will not download {FILENAME}. "
                        f"Put the file in {dest} yourself ({URL}), or unset HF_HUB_OFFLINE and run "
@@ -107,4 +132,6 @@ def download_official(dest_dir: str | os.PathLike | None = None, progress: Calla
         reason = str(e).strip().rstrip(".")
         raise HubError(f"could not download {FILENAME} from {REPO_ID}: {type(e).__name__}: {reason}. "
                        f"Download {URL} by hand into {dest}.") from e
-    return Path(path)
+    os.replace(path, target)  # the hub's .th under the name the workflows use
+    return target
+

@@ -9,17 +9,19 @@ import folder_paths
 
 from ..magicpose_core import checkpoint, hub
 from ._api import io
-from .models import DTYPES, FOLDER, build_magicpose_model, writable_cache_dir
+from .models import DTYPE_NAMES, DTYPES, FOLDER, build_magicpose_model, resolve_dtype, writable_cache_dir
 from .types import MagicPoseModelType
 
 log = logging.getLogger("MagicPose")
 
 
 def _choices() -> list[str]:
+    """The files in models/magicpose, plus an explicit download entry while the official file is missing (the
+    frontend's missing-models check sees a workflow's file name as missing because it is not listed)."""
     files = folder_paths.get_filename_list(FOLDER)
-    if hub.FILENAME not in files:
-        files = files + [hub.FILENAME]  # selectable before it exists: download or an exact how-to
-    return files
+    if hub.FILENAME in files or hub.LOCAL_FILENAME in files:
+        return files
+    return files + [hub.download_choice()]
 
 
 def _progress_bar():
@@ -35,13 +37,15 @@ def _resolve(ckpt_name: str, download: bool) -> str:
     if path is not None:
         return path
     folder = folder_paths.get_folder_paths(FOLDER)[0]
-    if ckpt_name == hub.FILENAME and download:
-        log.info("MagicPose: downloading %s from Hugging Face (%s) into %s", ckpt_name, hub.REPO_ID, folder)
+    if ckpt_name == hub.download_choice() and download:
+        log.info("MagicPose: downloading %s from Hugging Face (%s) into %s", hub.FILENAME, hub.REPO_ID, folder)
         return str(hub.download_official(folder, progress=_progress_bar()))
-    if ckpt_name == hub.FILENAME:
-        raise FileNotFoundError(hub.missing_weights_message(folder))
-    raise FileNotFoundError(f"{ckpt_name} is not in {', '.join(folder_paths.get_folder_paths(FOLDER))}: "
-                            f"pick another file or put it there")
+    if ckpt_name == hub.download_choice():
+        raise FileNotFoundError(f"'{ckpt_name}' downloads the official weights only with the download option on. "
+                                + hub.missing_weights_message())
+    if ckpt_name in (hub.FILENAME, hub.LOCAL_FILENAME):
+        raise FileNotFoundError(hub.missing_weights_message())
+    raise FileNotFoundError(f"{ckpt_name} is not in models/magicpose: pick another file or put it there")
 
 
 class LoadModel(io.ComfyNode):
@@ -56,18 +60,21 @@ class LoadModel(io.ComfyNode):
                 "Loads the MagicPose appearance model and pose ControlNet from models/magicpose: the official "
                 "model_state-110000.th (converted once to safetensors next to it, without running pickled code) "
                 "or the converted .appearance / .pose_controlnet safetensors. The SD1.5 UNet, VAE and CLIP come "
-                "from your own Load Checkpoint (official: the SD1.5 bundled in the same file, exported with "
-                "`python -m magicpose_core.checkpoint convert ... --with-sd15`)."),
+                "from your own Load Checkpoint (official: the SD1.5 bundled in the same file, exported by "
+                f"{hub.convert_instructions()})."),
             inputs=[
                 io.Combo.Input("ckpt_name", options=_choices(),
-                               tooltip="File in models/magicpose: model_state-110000.th (official, 9.15 GB, "
-                               "Hugging Face Boese0601/MagicDance) or its converted safetensors."),
+                               tooltip=f"File in models/magicpose: {hub.LOCAL_FILENAME} (the official "
+                               f"{hub.FILENAME}, 9.15 GB, Hugging Face {hub.REPO_ID}; either name) or its converted "
+                               f"safetensors. '{hub.download_choice()}' is listed while it is missing."),
                 io.Combo.Input("weight_dtype", options=list(DTYPES), default="default",
-                               tooltip="Weight precision. default: what ComfyUI picks for the device (fp16/bf16 on "
-                               "GPUs, fp32 on CPU). The official code runs fp32 weights under autocast."),
+                               tooltip="Weight precision. default: fp32 on the CPU, the device's usual half type on "
+                               "a GPU (what ComfyUI picks for an SD1.5 UNet there: fp16, or bf16 where fp16 is not "
+                               "usable). The official code runs fp32 weights under autocast."),
                 io.Boolean.Input("download", default=False,
-                                 tooltip="Download the official model_state-110000.th (9.15 GB) from Hugging Face "
-                                 "into models/magicpose when it is missing. Off: never touches the network."),
+                                 tooltip=f"With ckpt_name '{hub.download_choice()}': download the official "
+                                 f"{hub.FILENAME} (9.15 GB) from Hugging Face into models/magicpose as "
+                                 f"{hub.LOCAL_FILENAME}. Off: never touches the network."),
             ],
             outputs=[MagicPoseModelType.Output(
                 display_name="MAGICPOSE_MODEL",
@@ -89,5 +96,6 @@ class LoadModel(io.ComfyNode):
 
 
 def _conversion_dtype(weight_dtype: str) -> str:
-    """Precision of the cached safetensors written when an official file is converted on first use."""
-    return "fp32" if weight_dtype == "fp32" else ("bf16" if weight_dtype == "bf16" else "fp16")
+    """Precision of the cached safetensors written when an official file is converted on first use: the precision
+    the weights are used in (fp32 for `default` on the CPU, so nothing is rounded there)."""
+    return DTYPE_NAMES[resolve_dtype(weight_dtype)]

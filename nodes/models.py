@@ -10,6 +10,7 @@ import os
 from dataclasses import dataclass
 
 import comfy.controlnet
+import comfy.model_management
 import comfy.sd
 import folder_paths
 import torch
@@ -21,6 +22,7 @@ log = logging.getLogger("MagicPose")
 FOLDER = "magicpose"
 EXTENSIONS = {".safetensors", ".sft", ".th", ".ckpt", ".pth", ".pt"}
 DTYPES = {"default": None, "fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}
+DTYPE_NAMES = {torch.float16: "fp16", torch.bfloat16: "bf16", torch.float32: "fp32"}
 
 
 def register_model_folder() -> None:
@@ -55,11 +57,28 @@ def _complete_unet(appearance: dict[str, torch.Tensor]) -> dict[str, torch.Tenso
     return sd
 
 
+def resolve_dtype(weight_dtype: str, device: torch.device | None = None, params: int = 0) -> torch.dtype:
+    """The weight dtype a `weight_dtype` choice means on `device` (default: ComfyUI's torch device).
+
+    `default` is fp32 on the CPU (the official weights' precision) and, elsewhere, what ComfyUI picks for an SD1.5
+    UNet on that device: fp16 on most GPUs, bf16 where fp16 is not usable, fp32 on old cards or with --fp32-unet.
+    `params` (the weights' element count) lets ComfyUI weigh the free memory as it does for its own UNets.
+    """
+    if DTYPES[weight_dtype] is not None:
+        return DTYPES[weight_dtype]
+    device = device if device is not None else comfy.model_management.get_torch_device()
+    if comfy.model_management.is_device_cpu(device):
+        return torch.float32
+    return comfy.model_management.unet_dtype(device=device, model_params=params,
+                                             supported_dtypes=[torch.float16, torch.bfloat16, torch.float32])
+
+
 def build_magicpose_model(parts: "checkpoint.MagicPoseParts", weight_dtype: str = "default",
                           name: str = "magicpose") -> MagicPoseModel:
-    """ComfyUI objects from the split checkpoint parts (ldm UNet keys; `control_model.` ControlNet keys)."""
-    dtype = DTYPES[weight_dtype]
-    opts = {} if dtype is None else {"dtype": dtype}
+    """ComfyUI objects from the split checkpoint parts (ldm UNet keys; `control_model.` ControlNet keys), with the
+    weights in `resolve_dtype(weight_dtype)`."""
+    params = sum(t.numel() for part in (parts.appearance, parts.pose_controlnet) for t in part.values())
+    opts = {"dtype": resolve_dtype(weight_dtype, params=params)}
     acm = comfy.sd.load_diffusion_model_state_dict(_complete_unet(parts.appearance), model_options=dict(opts))
     if acm is None:
         raise ValueError(f"{name}: the appearance weights are not a UNet ComfyUI recognises")

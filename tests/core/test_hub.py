@@ -38,9 +38,17 @@ def test_present_file_is_returned_without_network(tmp_path, monkeypatch):
 def test_missing_weights_message_says_what_and_where(tmp_path):
     folder = tmp_path / "models" / "magicpose"
     msg = hub.missing_weights_message(folder)
-    assert hub.FILENAME in msg and str(folder) in msg and hub.URL in msg
-    assert f"python -m magicpose_core.checkpoint download --dir {folder}" in msg
-    assert f"python -m magicpose_core.checkpoint convert {folder / hub.FILENAME} {folder}" in msg
+    assert hub.FILENAME in msg and str(folder) in msg and hub.URL in msg and hub.LOCAL_FILENAME in msg
+    assert f"`{hub.CONVERT_COMMAND}` in ComfyUI's custom_nodes/{ROOT.name} folder" in msg
+    assert hub.download_choice() in msg
+    default = hub.missing_weights_message()             # what the UI shows: ComfyUI's folder name, no machine path
+    assert "models/magicpose" in default and "/" + ROOT.parent.name not in default
+
+
+def test_present_file_under_the_frontend_name_is_returned(tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    (tmp_path / hub.LOCAL_FILENAME).write_bytes(b"x")
+    assert hub.download_official(tmp_path) == tmp_path / hub.LOCAL_FILENAME
 
 
 def test_importing_hub_does_not_import_huggingface_hub():
