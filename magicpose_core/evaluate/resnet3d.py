@@ -79,7 +79,10 @@ def load_resnet3d50(path: str | Path) -> ResNet3d50:
         raise MetricUnavailable(f"{path} holds no state_dict")
     sd = {k.removeprefix("module."): v.float() for k, v in sd.items()}
     model = ResNet3d50()
-    missing, unexpected = model.load_state_dict(sd, strict=False)
+    try:
+        missing, unexpected = model.load_state_dict(sd, strict=False)
+    except RuntimeError as e:  # shape mismatches
+        raise MetricUnavailable(f"{path} is not the 3D ResNet-50 layout: {str(e).splitlines()[-1].strip()}") from None
     if missing or unexpected:
         raise MetricUnavailable(f"{path} is not the 3D ResNet-50 layout: missing {sorted(missing)[:3]}, "
                                 f"unexpected {sorted(unexpected)[:3]}")
