@@ -135,3 +135,72 @@ def download_official(dest_dir: str | os.PathLike | None = None, progress: Calla
     os.replace(path, target)  # the hub's .th under the name the workflows use
     return target
 
+# --- small auxiliary files (DWPose's ONNX pair): quick probe, then huggingface_hub's own download -----------------
+
+PROBE_TIMEOUT = 5.0  # s for the one HEAD request that decides whether the hub is reachable at all
+
+
+def _probe(url: str, timeout: float) -> None:
+    """One HEAD request (huggingface_hub's get_hf_file_metadata, no retries) under a hard deadline.
+
+    huggingface_hub retries a failed metadata request for a file it has not cached (5 retries, 1-8 s apart,
+    then a 60 s time-out: ~25 s on a machine without network, minutes behind a firewall that drops packets),
+    and name resolution is not bounded by its time-out at all; a thread with a deadline bounds all of it.
+    """
+    import threading
+
+    from huggingface_hub import get_hf_file_metadata
+
+    outcome: list[BaseException | None] = []
+
+    def run() -> None:
+        try:
+            get_hf_file_metadata(url, timeout=timeout)
+            outcome.append(None)
+        except BaseException as e:  # handed to the caller below
+            outcome.append(e)
+
+    t = threading.Thread(target=run, name="magicpose-hub-probe", daemon=True)  # a hung lookup never blocks exit
+    t.start()
+    t.join(timeout + 1.0)
+    if not outcome:
+        raise HubError(f"no answer from {url.split('/', 3)[2]} within {timeout:.0f} s")
+    if outcome[0] is not None:
+        raise outcome[0]
+
+
+def fetch_files(repo_id: str, filenames: list[str] | tuple[str, ...], dest: str | os.PathLike,
+                progress: Callable[[int, int], None] | None = None, timeout: float = PROBE_TIMEOUT) -> list[Path]:
+    """Download `filenames` of the model repository `repo_id` into `dest` (files already there are kept) and return
+    their paths. Honours HF_HUB_OFFLINE and HF_ENDPOINT (read now, not at import); one quick probe first so that an
+    offline machine fails within `timeout` seconds; then huggingface_hub's download with its console progress bar
+    (and `progress(done, total)` per file). Raises HubError with the reason; nothing partial is left in `dest`
+    (huggingface_hub writes to a temporary file and renames it when complete)."""
+    dest = Path(dest)
+    targets = [dest / f for f in filenames]
+    missing = [f for f, t in zip(filenames, targets) if not t.is_file()]
+    if not missing:
+        return targets
+    if is_offline():
+        raise HubError("HF_HUB_OFFLINE is set")
+    try:
+        from huggingface_hub import hf_hub_download, hf_hub_url
+    except ImportError:
+        raise HubError("huggingface_hub is not installed (`pip install huggingface_hub`)") from None
+    endpoint = os.environ.get("HF_ENDPOINT") or None
+    try:
+        _probe(hf_hub_url(repo_id, missing[0], endpoint=endpoint), timeout)
+    except HubError:
+        raise
+    except Exception as e:  # connection refused, DNS failure, HTTP errors: the hub is not usable from here
+        raise HubError(f"the hub is not reachable ({type(e).__name__}: {str(e).strip()[:200]})") from None
+    dest.mkdir(parents=True, exist_ok=True)
+    kwargs = {"tqdm_class": _progress_tqdm(progress)} if progress is not None else {}
+    for f in missing:
+        log.info("MagicPose: downloading %s from %s into %s", f, repo_id, dest)
+        try:
+            hf_hub_download(repo_id=repo_id, filename=f, local_dir=str(dest), endpoint=endpoint, **kwargs)
+        except Exception as e:  # any hub/network/disk error: the caller reports the manual route
+            raise HubError(f"the download of {f} from {repo_id} failed ({type(e).__name__}: "
+                           f"{str(e).strip()[:200]})") from None
+    return targets

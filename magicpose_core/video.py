@@ -495,6 +495,12 @@ def read_audio(source: Any, start: float | Fraction = 0, duration: float | Fract
         return np.ascontiguousarray(wave, dtype=np.float32), rate
 
 
+def read_metadata(path: str) -> dict[str, str]:
+    """The container's metadata tags."""
+    with _open(path) as container:
+        return dict(container.metadata)
+
+
 def iter_video_frames(path: str) -> Iterator[np.ndarray]:
     """Every frame of a video file as RGB uint8 (H, W, 3), streamed."""
     with _open(path) as container:

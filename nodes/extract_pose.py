@@ -113,11 +113,13 @@ class ExtractPose(io.ComfyNode):
                 PoseKeypointType.Input("pose_keypoint", optional=True,
                                        tooltip="Keypoints instead of frames (POSE_KEYPOINT from controlnet_aux "
                                                "preprocessors or pose editors; 0-1 or pixel coordinates)."),
-                io.Combo.Input("detector", options=DETECTOR_CHOICES, default="mediapipe",
-                               tooltip="mediapipe: offline, needs the optional mediapipe 0.10.21 package. dwpose: "
-                                       "best quality, ONNX weights in models/magicpose/dwpose. openpose: "
-                                       "MagicPose's training detector, weights in models/magicpose/openpose "
-                                       "(CMU licence, non-commercial)."),
+                io.Combo.Input("detector", options=DETECTOR_CHOICES, default="auto",
+                               tooltip="auto: DWPose when its ONNX files are found (models/magicpose/dwpose, "
+                                       "comfyui_controlnet_aux's ckpts) or can be downloaded once (~350 MB), else "
+                                       "MediaPipe if installed; the node shows which one ran. dwpose: best quality, "
+                                       "ONNX weights in models/magicpose/dwpose. mediapipe: offline, needs the "
+                                       "optional mediapipe 0.10.21 package. openpose: MagicPose's training detector, "
+                                       "weights in models/magicpose/openpose (CMU licence, non-commercial)."),
                 io.Boolean.Input("body", default=True, tooltip="Draw the 18-point body. Official: on."),
                 io.Boolean.Input("hands", default=True, tooltip="Draw both hands. Official: on."),
                 io.Boolean.Input("face", default=True, tooltip="Draw the 70 face points (expression). Official: on."),
@@ -157,7 +159,9 @@ class ExtractPose(io.ComfyNode):
                                        "output = at the output size (thicker lines)."),
                 io.Boolean.Input("allow_download", default=False, optional=True, advanced=True,
                                  tooltip="Download missing dwpose/openpose weights from Hugging Face into "
-                                         "models/magicpose/<detector>/ (honours HF_HUB_OFFLINE). Off = never."),
+                                         "models/magicpose/<detector>/ when that detector is picked by name "
+                                         "(honours HF_HUB_OFFLINE). auto downloads DWPose regardless; "
+                                         "HF_HUB_OFFLINE=1 stops that."),
                 io.Combo.Input("on_missing", options=list(ON_MISSING), default="warn", optional=True, advanced=True,
                                tooltip="A frame with no person: warn (one log line, empty pose map) or error."),
             ],

@@ -85,10 +85,12 @@ class LoadReference(io.ComfyNode):
                              tooltip="Noise seed of encode 'sample' (unused with 'mode'). Official: 42."),
                 io.Combo.Input("detector", options=["none", *DETECTOR_CHOICES], default="none",
                                tooltip="Detect the reference person's pose (for retargeting in Extract Pose), with "
-                                       "the detectors of Extract Pose. none: no keypoints."),
+                                       "the detectors of Extract Pose (auto: DWPose, else MediaPipe). none: no "
+                                       "keypoints (Extract Pose then detects the reference itself)."),
                 io.Boolean.Input("allow_download", default=False, optional=True, advanced=True,
                                  tooltip="Let the detector download missing dwpose/openpose weights from Hugging "
-                                         "Face into models/magicpose/<detector>/. Off = never."),
+                                         "Face into models/magicpose/<detector>/ when picked by name. auto downloads "
+                                         "DWPose regardless; HF_HUB_OFFLINE=1 stops it."),
             ],
             outputs=[
                 MagicPoseReferenceType.Output(display_name="reference",

@@ -118,7 +118,7 @@ NODE_DEFS: dict[str, NodeDef] = {
         S("seed", "INT", 42), S("detector", "COMBO", "none"), S("allow_download", "BOOLEAN", False, True)),
         (("reference", "MAGICPOSE_REFERENCE"), ("image", "IMAGE")), cnr_id=PACK_ID),
     "MagicPoseExtractPose": NodeDef("MagicPose Extract Pose", (
-        S("detector", "COMBO", "mediapipe"), S("body", "BOOLEAN", True), S("hands", "BOOLEAN", True),
+        S("detector", "COMBO", "auto"), S("body", "BOOLEAN", True), S("hands", "BOOLEAN", True),
         S("face", "BOOLEAN", True), S("person", "COMBO", "largest"), S("smoothing", "COMBO", "medium"),
         S("fps", "FLOAT", 30.0), S("retarget", "COMBO", "none"), S("strength", "FLOAT", 1.0),
         S("face_transfer", "BOOLEAN", True), S("width", "INT", 512), S("height", "INT", 512),
@@ -401,7 +401,7 @@ def _models(g: Graph, prompt: str = "", prompt_title: str = "Positive prompt") -
 def _reference(g: Graph) -> None:
     """Reference photo (5) and its preparation (6)."""
     g.add(5, "LoadImage", (C0, ROW), "Reference", size=(340, 360), image="reference.png")
-    g.add(6, "MagicPoseLoadReference", (C1, ROW), image=Out(5, 0), vae=Out(1, 2), detector="mediapipe")
+    g.add(6, "MagicPoseLoadReference", (C1, ROW), image=Out(5, 0), vae=Out(1, 2), detector="auto")
 
 
 def _driving_video(g: Graph, file: str) -> None:

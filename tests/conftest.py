@@ -20,6 +20,12 @@ CACHE = ROOT / ".cache"
 COMFYUI_PATH = Path(os.environ.get("COMFYUI_PATH") or CACHE / "ComfyUI")
 HAVE_COMFY = (COMFYUI_PATH / "main.py").is_file()
 
+# Tests never reach a model hub: any Hugging Face request (in-process or from a test server, which inherits the
+# environment) goes to a closed loopback port unless a test points HF_ENDPOINT at its stand-in hub; the cache is
+# the repo's own, so weights in the user's ~/.cache/huggingface do not change what the `auto` detector picks.
+os.environ["HF_ENDPOINT"] = "http://127.0.0.1:9"
+os.environ["HF_HOME"] = str(CACHE / "test-hf-home")
+
 if HAVE_COMFY and str(COMFYUI_PATH) not in sys.path:
     sys.path.insert(0, str(COMFYUI_PATH))
 for p in (ROOT, ROOT / "tests"):

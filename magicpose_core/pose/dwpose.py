@@ -22,6 +22,7 @@ import logging
 
 import cv2
 import numpy as np
+from einops import rearrange
 
 from .detect import BaseDetector, as_rgb_uint8
 from .keypoints import PoseFrame
@@ -54,7 +55,7 @@ def letterbox(rgb: np.ndarray, size: tuple[int, int] = DET_SIZE) -> tuple[np.nda
     nw, nh = max(1, int(w * r)), max(1, int(h * r))
     canvas = np.full((size[0], size[1], 3), DET_PAD, dtype=np.uint8)
     canvas[:nh, :nw] = cv2.resize(rgb, (nw, nh), interpolation=cv2.INTER_LINEAR)
-    return np.ascontiguousarray(canvas.transpose(2, 0, 1)[None], dtype=np.float32), r  # (H, W, 3) -> (1, 3, H, W)
+    return np.ascontiguousarray(rearrange(canvas, "h w c -> 1 c h w"), dtype=np.float32), r
 
 
 def yolox_grids(size: tuple[int, int] = DET_SIZE) -> tuple[np.ndarray, np.ndarray]:
@@ -63,7 +64,7 @@ def yolox_grids(size: tuple[int, int] = DET_SIZE) -> tuple[np.ndarray, np.ndarra
     for s in DET_STRIDES:
         gh, gw = size[0] // s, size[1] // s
         xv, yv = np.meshgrid(np.arange(gw), np.arange(gh))
-        grids.append(np.stack([xv, yv], axis=-1).reshape(-1, 2))  # (gh, gw, 2) -> (gh * gw, 2)
+        grids.append(rearrange(np.stack([xv, yv], axis=-1), "gh gw xy -> (gh gw) xy"))
         strides.append(np.full((gh * gw, 1), s))
     return np.concatenate(grids).astype(np.float64), np.concatenate(strides).astype(np.float64)
 
@@ -138,7 +139,7 @@ def pose_input(rgb: np.ndarray, box: np.ndarray, size: tuple[int, int] = POSE_SI
     center, scale = box_to_center_scale(box, aspect=size[0] / size[1])
     crop = cv2.warpAffine(rgb, crop_matrix(center, scale, size), size, flags=cv2.INTER_LINEAR)
     x = (crop.astype(np.float32) - MEAN) / STD
-    return np.ascontiguousarray(x.transpose(2, 0, 1)[None]), center, scale  # (H, W, 3) -> (1, 3, H, W)
+    return np.ascontiguousarray(rearrange(x, "h w c -> 1 c h w")), center, scale
 
 
 def decode_simcc(simcc_x: np.ndarray, simcc_y: np.ndarray, center: np.ndarray, scale: np.ndarray,

@@ -17,7 +17,7 @@ import os
 
 import numpy as np
 
-from .detect import BaseDetector, as_rgb_uint8
+from .detect import OPENPOSE_INSTALL, BaseDetector, as_rgb_uint8
 from .keypoints import BODY_POINTS, FACE_POINTS, HAND_POINTS, Person, PoseFrame
 
 log = logging.getLogger("MagicPose")
@@ -47,8 +47,8 @@ class OpenPoseDetector(BaseDetector):
         try:
             from controlnet_aux.open_pose import OpenposeDetector
         except ImportError as e:
-            raise RuntimeError(f"the openpose detector needs controlnet_aux ({e}): "
-                               "pip install controlnet_aux") from None
+            raise RuntimeError(f"the openpose detector needs the optional package controlnet_aux ({e}): "
+                               f"{OPENPOSE_INSTALL}, or pick the auto or dwpose detector") from None
         if not os.path.isdir(weights_dir):
             raise RuntimeError(f"OpenPose weights folder {weights_dir} does not exist")
         self._det = OpenposeDetector.from_pretrained(weights_dir)

@@ -4,19 +4,39 @@ missing-weights messages."""
 from __future__ import annotations
 
 import os
+import sys
+import time
 
 import numpy as np
 import pytest
+from support import figures
+from support.hub_standin import StandInHub, closed_port_url, silent_port
 from support.pose_fakes import dwpose_folder, openpose_folder, yolox_output
 
 from magicpose_core.pose import dwpose
-from magicpose_core.pose.detect import MissingWeightsError, PoseDetector, create_detector, resolve_weights
+from magicpose_core.pose.detect import (
+    DetectorChoice,
+    MissingWeightsError,
+    PoseDetector,
+    choose_detector,
+    create_detector,
+    resolve_weights,
+)
 
 pytest.importorskip("onnx")
 pytest.importorskip("onnxruntime")
 
 W, H = 400, 600
 RATIO = min(640 / H, 640 / W)
+
+
+@pytest.fixture
+def standin_hub(tmp_path):
+    """A stand-in hub serving fake DWPose ONNX files with the real signatures (one person box)."""
+    src = dwpose_folder(tmp_path / "hub-files", [(100.0, 120.0, 260.0, 380.0, 0.9, 0)], RATIO)
+    files = {("yzd-v/DWPose", f): src / f for f in ("yolox_l.onnx", "dw-ll_ucoco_384.onnx")}
+    with StandInHub(files) as hub:
+        yield hub
 
 
 def _dot_image(points) -> np.ndarray:
@@ -139,25 +159,116 @@ def test_openpose_results_are_converted_to_pixels_with_missing_points():
     assert p.left_hand[20, 2] == 0 and p.face.shape == (70, 3)
 
 
-def test_download_only_when_allowed_into_the_folder_and_without_hub_tracebacks(tmp_path, monkeypatch):
-    """huggingface_hub is replaced by a local stand-in: tests never reach a hub."""
-    import huggingface_hub
-
+def test_download_only_when_allowed_into_the_folder_and_without_hub_tracebacks(tmp_path, monkeypatch, standin_hub):
+    """The real huggingface_hub download code against the stand-in hub on 127.0.0.1 (HF_ENDPOINT)."""
+    hub = standin_hub
+    monkeypatch.setenv("HF_ENDPOINT", hub.url)
     monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
-    calls = []
-
-    def fake_download(repo_id, filename, local_dir):
-        calls.append((repo_id, filename))
-        if filename == "facenet.pth":
-            raise OSError("connection refused")
-        (tmp_path / "w" / filename).write_bytes(b"weights")
-        return str(tmp_path / "w" / filename)
-
-    monkeypatch.setattr(huggingface_hub, "hf_hub_download", fake_download)
+    with pytest.raises(MissingWeightsError, match="allow_download"):
+        resolve_weights("dwpose", str(tmp_path / "w"))
+    assert hub.requests == []                                              # not allowed: the hub is not asked
     paths = resolve_weights("dwpose", str(tmp_path / "w"), allow_download=True)
-    assert calls == [("yzd-v/DWPose", "yolox_l.onnx"), ("yzd-v/DWPose", "dw-ll_ucoco_384.onnx")]
-    assert all(os.path.isfile(p) for p in paths.values())
-    assert resolve_weights("dwpose", str(tmp_path / "w")) == paths        # present now: no download, no error
-    with pytest.raises(MissingWeightsError, match="download of facenet.pth failed") as e:
-        resolve_weights("openpose", str(tmp_path / "w"), allow_download=True)
+    assert hub.downloads("yolox_l.onnx") == 1 and hub.downloads("dw-ll_ucoco_384.onnx") == 1
+    for f, p in paths.items():
+        assert open(p, "rb").read() == (hub.files[("yzd-v/DWPose", f)]).read_bytes()
+    n = len(hub.requests)
+    assert resolve_weights("dwpose", str(tmp_path / "w"), allow_download=True) == paths   # present: no request
+    assert len(hub.requests) == n
+    with pytest.raises(MissingWeightsError, match="downloading them failed.*facenet.pth|facenet.pth.*failed") as e:
+        resolve_weights("openpose", str(tmp_path / "w"), allow_download=True)  # the stand-in holds no CMU weights
     assert e.value.__cause__ is None and e.value.__suppress_context__
+    assert not any(name.endswith(".pth") for name in os.listdir(tmp_path / "w"))   # nothing partial left
+
+
+# --- auto ------------------------------------------------------------------------------------------------------
+
+def test_auto_uses_dwpose_files_found_in_any_searched_folder_without_asking_the_hub(tmp_path, monkeypatch,
+                                                                                     standin_hub):
+    monkeypatch.setenv("HF_ENDPOINT", standin_hub.url)
+    found = dwpose_folder(tmp_path / "aux" / "yzd-v" / "DWPose", [], RATIO)
+    (tmp_path / "ours").mkdir()
+    (tmp_path / "ours" / "yolox_l.onnx").write_bytes(b"half a pair is not a pair")
+    folders = [(str(tmp_path / "ours"), "models/magicpose/dwpose"), (str(found), "controlnet_aux ckpts")]
+    choice = choose_detector(folders, str(tmp_path / "dl"))
+    assert choice == DetectorChoice("dwpose", str(found), "DWPose (weights found in controlnet_aux ckpts)")
+    assert standin_hub.requests == [] and not (tmp_path / "dl").exists()
+    det = create_detector(choice.detector, weights_dir=choice.weights_dir)
+    assert det.name == "dwpose"
+
+
+def test_auto_downloads_dwpose_once_through_huggingface_hub(tmp_path, monkeypatch, standin_hub):
+    monkeypatch.setenv("HF_ENDPOINT", standin_hub.url)
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    seen = []
+    t0 = time.perf_counter()
+    choice = choose_detector([(str(tmp_path / "none"), "models/magicpose/dwpose")], str(tmp_path / "dl"),
+                             progress=lambda done, total: seen.append((done, total)))
+    figures.record("auto detector: DWPose fetched from the stand-in hub (s)", round(time.perf_counter() - t0, 2))
+    assert choice == DetectorChoice("dwpose", str(tmp_path / "dl"), "DWPose (downloaded from yzd-v/DWPose)")
+    assert standin_hub.downloads("yolox_l.onnx") == 1 and standin_hub.downloads("dw-ll_ucoco_384.onnx") == 1
+    sizes = {(tmp_path / "dl" / f).stat().st_size for f in ("yolox_l.onnx", "dw-ll_ucoco_384.onnx")}
+    assert {t for _, t in seen} == sizes and seen[-1][0] == seen[-1][1]   # progress reached each file's size
+    frame = create_detector("dwpose", weights_dir=choice.weights_dir)(_dot_image([(180, 250)]))
+    assert len(frame.people) == 1
+    again = choose_detector([(str(tmp_path / "dl"), "models/magicpose/dwpose")], str(tmp_path / "dl"))
+    assert again.note == "DWPose (weights found in models/magicpose/dwpose)"
+    assert standin_hub.downloads("yolox_l.onnx") == 1
+
+
+def test_auto_finds_dwpose_in_the_hugging_face_cache(tmp_path, monkeypatch, standin_hub):
+    from huggingface_hub import constants, hf_hub_download
+
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hf"))
+    for f in ("yolox_l.onnx", "dw-ll_ucoco_384.onnx"):
+        hf_hub_download("yzd-v/DWPose", f, cache_dir=str(tmp_path / "hf"), endpoint=standin_hub.url)
+    n = len(standin_hub.requests)
+    choice = choose_detector([(str(tmp_path / "none"), "models/magicpose/dwpose")], str(tmp_path / "dl"))
+    assert choice.detector == "dwpose" and choice.note == "DWPose (weights found in the Hugging Face cache)"
+    assert choice.weights_dir.startswith(str(tmp_path / "hf")) and len(standin_hub.requests) == n
+
+
+def _offline_case(tmp_path, monkeypatch, endpoint: str | None, offline: bool, timeout: float | None = None):
+    if endpoint:
+        monkeypatch.setenv("HF_ENDPOINT", endpoint)
+    if offline:
+        monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    else:
+        monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    t0 = time.perf_counter()
+    choice = choose_detector([(str(tmp_path / "none"), "models/magicpose/dwpose")], str(tmp_path / "dl"),
+                             timeout=timeout)
+    return choice, time.perf_counter() - t0
+
+
+def test_auto_falls_through_to_mediapipe_within_seconds_when_offline(tmp_path, monkeypatch):
+    pytest.importorskip("mediapipe")
+    choice, s = _offline_case(tmp_path, monkeypatch, None, offline=True)
+    figures.record("auto detector: fall-through with HF_HUB_OFFLINE=1 (s)", round(s, 2))
+    assert choice.detector == "mediapipe" and "HF_HUB_OFFLINE" in choice.note
+    choice, s = _offline_case(tmp_path, monkeypatch, closed_port_url(), offline=False)
+    figures.record("auto detector: fall-through, endpoint refuses connections (s)", round(s, 2))
+    assert choice.detector == "mediapipe" and "not reachable" in choice.note and s < 20  # huggingface_hub: ~23 s
+    sock, url = silent_port()
+    try:
+        choice, s = _offline_case(tmp_path, monkeypatch, url, offline=False, timeout=2.0)
+    finally:
+        sock.close()
+    figures.record("auto detector: fall-through, endpoint never answers, 2 s probe (s)", round(s, 2))
+    assert choice.detector == "mediapipe" and s < 20
+    assert not (tmp_path / "dl" / "yolox_l.onnx").exists()
+
+
+def test_auto_without_dwpose_or_mediapipe_names_both_fixes(tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "mediapipe", None)        # as if not installed (find_spec -> None)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(MissingWeightsError) as e:
+        choose_detector([(str(tmp_path / "none"), "models/magicpose/dwpose")], str(tmp_path / "dl"))
+    msg = str(e.value)
+    for part in ("yolox_l.onnx", "dw-ll_ucoco_384.onnx", "yzd-v/DWPose", "models/magicpose/dwpose", "HF_HUB_OFFLINE",
+                 "mediapipe==0.10.21", "numpy<2", "mediapipe is not installed"):
+        assert part in msg, (part, msg)
+    assert str(tmp_path) not in msg                             # labels, not machine paths
+    monkeypatch.setitem(sys.modules, "onnxruntime", None)
+    dwpose_folder(tmp_path / "found", [], RATIO)
+    with pytest.raises(MissingWeightsError, match="pip install onnxruntime"):
+        choose_detector([(str(tmp_path / "found"), "models/magicpose/dwpose")], str(tmp_path / "dl"))

@@ -382,3 +382,61 @@ def test_an_exception_in_the_caller_interrupts_the_prompt(comfy_server):
         mc.Client(comfy_server.url).run(wf, on_event=on_event)
     hist = wait_history(comfy_server, ids[0], timeout=120)
     assert "execution_interrupted" in [m[0] for m in hist["status"]["messages"]]
+
+
+# --- driving-video controls: MagicPose Select Frames through the client -------------------------------------
+
+@pytest.fixture(scope="module")
+def grey_clip(tmp_path_factory) -> Path:
+    """24 frames at 12 fps whose grey level is 10 x index, with 2 s of 440 Hz stereo sound at 16 kHz."""
+    from magicpose_core.video import encode_video
+
+    path = tmp_path_factory.mktemp("clip") / f"grey_{random.randrange(1 << 30)}.mp4"
+    t = np.arange(32000) / 16000
+    tone = np.stack([np.sin(2 * np.pi * 440 * t)] * 2).astype(np.float32) * 0.5
+    encode_video((np.full((32, 48, 3), 10 * i, np.uint8) for i in range(24)), str(path), 12, "mp4", 0,
+                 audio=(tone, 16000))
+    return path
+
+
+def frames_workflow() -> dict:
+    return {
+        "1": {"class_type": "LoadVideo", "inputs": {"file": "x.mp4"}, "_meta": {"title": "Driving video"}},
+        "2": {"class_type": "MagicPoseSelectFrames", "_meta": {"title": "Frames"},
+              "inputs": {"video": ["1", 0], "frame_load_cap": 0, "skip_first_frames": 0, "select_every_nth": 1,
+                         "force_rate": 0.0}},
+        "3": {"class_type": "MagicPoseFramesToVideo", "_meta": {"title": "Output"},
+              "inputs": {"images": ["2", 0], "fps": ["2", 2], "audio": ["2", 1], "format": "mkv", "crf": 19,
+                         "filename_prefix": "client/frames", "save_output": True}}}
+
+
+@pytest.mark.parametrize("sets,levels,fps,seconds", [
+    ([], list(range(24)), 12, 2.0),
+    (["Frames.skip_first_frames=3", "Frames.select_every_nth=2", "Frames.frame_load_cap=5"], [3, 5, 7, 9, 11], 6,
+     10 / 12),
+    (["Frames.force_rate=6"], list(range(0, 24, 2)), 6, 2.0),
+    (["Frames.skip_first_frames=20", "Frames.frame_load_cap=2"], [20, 21], 12, 2 / 12),
+], ids=["whole", "skip3-nth2-cap5", "force6", "range20-21"])
+def test_frame_selection_sets_frames_fps_and_audio(comfy_server, grey_clip, tmp_path, sets, levels, fps, seconds):
+    """Load Video -> Select Frames -> Frames to Video on a real server: the kept frames (exact, via lossless mkv),
+    the frame rate (source / nth, or the forced rate) and the sound trimmed to the kept span."""
+    from magicpose_core.video import probe_video, read_audio
+
+    wf = write_workflow(tmp_path / "wf.json", frames_workflow())
+    out = tmp_path / "sel.mkv"
+    args = [str(wf), "--driving", str(grey_clip), "--out", str(out), "--server", comfy_server.url]
+    for s in sets:
+        args += ["--set", s]
+    r = run_client(*args)
+    assert r.returncode == 0, r.stderr
+    got = [int(round(f.mean() / 10)) for f in mc_frames(out)]
+    assert got == levels
+    assert probe_video(str(out)).fps == fps
+    wave, rate = read_audio(str(out))
+    assert abs(wave.shape[1] / rate - seconds) < 0.01, wave.shape
+
+
+def mc_frames(path: Path) -> list[np.ndarray]:
+    from magicpose_core.video import iter_video_frames
+
+    return list(iter_video_frames(str(path)))

@@ -1,0 +1,250 @@
+"""One driving video over several real ComfyUI servers on 127.0.0.1 (magicpose_core.split_render via the client),
+with the factory checkpoints and the shipped video_dance_retarget workflow shrunk (64x64, few steps, 12 frames).
+
+Checked: the merged video has exactly the frames and the sound of a single-server render of the same workflow
+(bit-for-bit after decoding; same fps); a server unreachable at the start is skipped; a server killed in the middle
+of a range has its range re-queued on another server and the result is still identical; SIGTERM stops every
+running range on its server and keeps the finished parts, and `--resume` renders only the missing ranges; a run
+whose ranges fail everywhere lists them and exits 1. The per-range overhead (time outside the sampler), the upload
+and the merge are recorded as figures.
+"""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from support import figures
+from support.workflows import load_api, load_script, of_type
+
+from magicpose_core import split_render as sr
+from magicpose_core.video import iter_video_frames, probe_video, read_audio
+
+pytestmark = [pytest.mark.comfy, pytest.mark.server]
+
+ROOT = Path(__file__).resolve().parents[2]
+WORKFLOW = ROOT / "workflows" / "api" / "video_dance_retarget_api.json"
+FRAMES, FPS, SIZE, STEPS = 12, 8.0, 64, 3
+SKIP, CAP = 1, 10                         # the Frames node keeps source frames 1..10
+BATCH, RANGE = 2, 2                       # sampler frame_batch; frames per range: 5 ranges
+
+
+def start_server(comfy_root, factory_files, base: Path, name: str):
+    from support.server import ComfyServer
+
+    srv = ComfyServer(comfy_root, base, ROOT / ".cache" / "test-logs" / f"split-{name}-{os.getpid()}.log")
+    srv.prepare_base({"checkpoints": [factory_files["sd15"]], "magicpose": [factory_files["magicpose"]]})
+    return srv.start()
+
+
+@pytest.fixture(scope="module")
+def servers(comfy_root, factory_files, tmp_path_factory):
+    started = []
+    try:
+        for name in ("a", "b"):
+            started.append(start_server(comfy_root, factory_files, tmp_path_factory.mktemp(f"split_{name}"), name))
+        yield started
+    finally:
+        for srv in started:
+            srv.stop()
+
+
+@pytest.fixture(scope="module")
+def samples(tmp_path_factory) -> dict[str, Path]:
+    mk = load_script("make_sample_inputs")
+    return mk.make_all(tmp_path_factory.mktemp("split_samples"), frames=FRAMES, fps=FPS, height=128, poses=1)
+
+
+@pytest.fixture(scope="module")
+def sets(factory_files) -> list[str]:
+    api = load_api("video_dance_retarget")
+    out = [f"Checkpoint.ckpt_name={factory_files['sd15'].name}",
+           f"MagicPose model.ckpt_name={factory_files['magicpose'].name}", f"Sampler.steps={STEPS}",
+           f"Sampler.frame_batch={BATCH}", f"Frames.skip_first_frames={SKIP}", f"Frames.frame_load_cap={CAP}"]
+    for nid in of_type(api, "MagicPoseLoadReference") + of_type(api, "MagicPoseExtractPose"):
+        out += [f"{nid}.width={SIZE}", f"{nid}.height={SIZE}"]
+    return out
+
+
+def client(*args: str, timeout: float = 600) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "magicpose_core.client", "run", *args], cwd=ROOT,
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def base_args(samples, sets, out: Path, *servers: str) -> list[str]:
+    args = [str(WORKFLOW), "--reference", str(samples["reference"]), "--driving", str(samples["driving"]),
+            "--out", str(out)]
+    for s in sets:
+        args += ["--set", s]
+    for url in servers:
+        args += ["--server", url]
+    return args
+
+
+def decoded(path: Path) -> tuple[np.ndarray, tuple[np.ndarray, int] | None, float]:
+    info = probe_video(str(path))
+    return np.stack(list(iter_video_frames(str(path)))), read_audio(str(path)), float(info.fps)
+
+
+def assert_same_video(got: Path, want: tuple) -> None:
+    frames, audio, fps = decoded(got)
+    assert frames.shape == want[0].shape and fps == want[2]
+    assert np.array_equal(frames, want[0]), f"max pixel difference {np.abs(frames.astype(int) - want[0]).max()}"
+    assert audio is not None and want[1] is not None and audio[1] == want[1][1]
+    assert np.array_equal(audio[0], want[1][0])
+
+
+@pytest.fixture(scope="module")
+def single(servers, samples, sets, tmp_path_factory) -> tuple:
+    """The reference: the same workflow rendered whole on one server."""
+    out = tmp_path_factory.mktemp("split_single") / "single.mp4"
+    t0 = time.perf_counter()
+    r = client(*base_args(samples, sets, out, servers[0].url))
+    assert r.returncode == 0, r.stderr + servers[0].log_tail()
+    figures.record(f"split: single-server render, {CAP} frames {SIZE}x{SIZE} {STEPS} steps, cold (s)",
+                   round(time.perf_counter() - t0, 1))
+    return decoded(out)
+
+
+def test_split_over_two_servers_equals_the_single_render(servers, samples, sets, single, tmp_path):
+    # the single render warmed server a; warm b the same way, so the figures compare warm servers
+    warm = client(*base_args(samples, sets, tmp_path / "warm.mp4", servers[1].url))
+    assert warm.returncode == 0, warm.stderr
+    t0 = time.perf_counter()
+    again = client(*base_args(samples, sets + ["Sampler.seed=7"], tmp_path / "warm_single.mp4", servers[0].url))
+    single_warm = time.perf_counter() - t0
+    assert again.returncode == 0, again.stderr
+    lines: list[str] = []
+    job = sr.SplitRender([s.url for s in servers], WORKFLOW, {"Reference": samples["reference"],
+                                                               "Driving video": samples["driving"]},
+                         sets + ["Sampler.seed=7"], tmp_path / "split.mp4", range_frames=RANGE, on_text=lines.append)
+    t0 = time.perf_counter()
+    result = job.run()
+    split_time = time.perf_counter() - t0
+    assert result.path == tmp_path / "split.mp4" and result.frames == CAP
+    assert [(r.start, r.stop) for r in result.ranges] == [(0, 2), (2, 4), (4, 6), (6, 8), (8, 10)]
+    assert {s.server for s in result.stats} == {srv.url for srv in servers}      # both servers took ranges
+    assert_same_video(result.path, decoded(tmp_path / "warm_single.mp4"))
+    assert not (tmp_path / "split.mp4.parts").exists()                          # parts removed after the merge
+    assert any("total 100%" in ln for ln in lines) and "merged 5 parts" in lines[-1]
+    overhead = [s.seconds - s.sample_seconds for s in result.stats]
+    figures.record("split: per-range time outside the sampler (queue, cut, decode, encode mkv, download), mean (s)",
+                   round(sum(overhead) / len(overhead), 2))
+    figures.record("split: download + check of one 2-frame part, mean (s)",
+                   round(sum(s.download_seconds for s in result.stats) / len(result.stats), 3))
+    figures.record("split: upload of the inputs per server (s)", round(max(result.upload_seconds.values()), 2))
+    figures.record("split: merge per range (s)", round(result.merge_seconds / len(result.ranges), 3))
+    figures.record(f"split: {CAP} frames in 5 ranges on 2 servers vs 1 warm server (s)",
+                   f"{split_time:.1f} vs {single_warm:.1f}")
+
+
+def test_the_cli_split_equals_the_single_render(servers, samples, sets, single, tmp_path):
+    out = tmp_path / "cli.mp4"
+    r = client(*base_args(samples, sets, out, *(s.url for s in servers)), "--range-frames", "4")
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip().splitlines()[-1] == str(out)
+    assert "10 frames in 3 ranges on 2 server(s)" in r.stderr and "Traceback" not in r.stderr
+    assert_same_video(out, single)
+
+
+def test_unreachable_server_skipped_and_killed_server_requeued(comfy_root, factory_files, servers, samples, sets,
+                                                               single, tmp_path_factory):
+    from support.server import free_port
+
+    victim = start_server(comfy_root, factory_files, tmp_path_factory.mktemp("split_victim"), "victim")
+    dead = f"http://127.0.0.1:{free_port()}"
+    out = tmp_path_factory.mktemp("split_kill") / "killed.mp4"
+    proc = subprocess.Popen([sys.executable, "-m", "magicpose_core.client", "run",
+                             *base_args(samples, sets, out, dead, servers[0].url, victim.url), "--range-frames", "2"],
+                            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    watchdog = threading.Timer(600, proc.kill)
+    watchdog.start()
+    killed = False
+    try:
+        lines = []
+        for line in proc.stderr:
+            lines.append(line)
+            if not killed and line.startswith(f"[{victim.url}]") and "started" in line:
+                os.killpg(victim.proc.pid, signal.SIGKILL)             # mid-range: loading models or sampling
+                victim.proc.wait(timeout=30)
+                killed = True
+        code = proc.wait(timeout=60)
+        stdout = proc.stdout.read()
+    finally:
+        watchdog.cancel()
+        if proc.poll() is None:
+            proc.kill()
+        victim.stop()
+    err = "".join(lines)
+    assert killed, err
+    assert code == 0, err
+    assert f"server {dead} skipped" in err and f"server {victim.url} is gone" in err, err
+    assert "goes back to the queue" in err
+    assert stdout.strip().splitlines()[-1] == str(out)
+    assert_same_video(out, single)
+
+
+def test_sigterm_stops_every_range_keeps_parts_and_resume_renders_the_rest(servers, samples, sets, single,
+                                                                           tmp_path):
+    out, parts = tmp_path / "resumed.mp4", tmp_path / "parts"
+    args = base_args(samples, sets, out, *(s.url for s in servers)) + ["--range-frames", "2", "--parts-dir",
+                                                                        str(parts)]
+    proc = subprocess.Popen([sys.executable, "-m", "magicpose_core.client", "run", *args], cwd=ROOT,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    watchdog = threading.Timer(600, proc.kill)
+    watchdog.start()
+    try:
+        lines, done = [], 0
+        for line in proc.stderr:
+            lines.append(line)
+            done += ": done |" in line
+            if done and "started" in line:                      # a range finished and the next one started
+                proc.send_signal(signal.SIGTERM)
+                break
+        rest = proc.stderr.read()
+        code = proc.wait(timeout=120)
+    finally:
+        watchdog.cancel()
+        if proc.poll() is None:
+            proc.kill()
+    err = "".join(lines) + rest
+    assert code == 128 + signal.SIGTERM, err
+    assert "terminated by SIGTERM" in rest and "Traceback" not in rest, rest
+    for srv in servers:                                           # nothing of ours runs or waits on any server
+        q = srv.get_json("/queue")
+        assert q["queue_running"] == [] and q["queue_pending"] == [], q
+    kept = sorted(p.name for p in parts.glob("range_*.mkv"))
+    manifest = json.loads((parts / "manifest.json").read_text())
+    assert len(manifest["ranges"]) == 5 and 1 <= len(kept) < 5, (kept, err)
+    assert not list(parts.glob(".*partial"))
+    r = client(*args, "--resume")
+    assert r.returncode == 0, r.stderr
+    assert f"{len(kept)} range(s) already done" in r.stderr
+    started = [ln for ln in r.stderr.splitlines() if ln.endswith("started") or ": started |" in ln]
+    assert len(started) == 5 - len(kept), r.stderr                # only the missing ranges were rendered
+    assert_same_video(out, single)
+
+
+def test_ranges_failing_everywhere_are_listed_and_exit_1(servers, samples, sets, tmp_path):
+    out = tmp_path / "failed.mp4"
+    bad = [s for s in sets if not s.startswith("Checkpoint.")] + ["Checkpoint.ckpt_name=missing.safetensors"]
+    r = client(*base_args(samples, bad, out, *(s.url for s in servers)), "--range-frames", "4")
+    assert r.returncode == 1, r.stderr
+    assert "3 of 3 ranges failed" in r.stderr and "frames 0-3:" in r.stderr and "frames 8-9:" in r.stderr
+    assert "missing.safetensors" in r.stderr and "--resume" in r.stderr and "Traceback" not in r.stderr
+    assert not out.exists()
+
+
+def test_refusals_name_the_fix(servers, samples, sets, tmp_path):
+    r = client(*base_args(samples, sets + ["Sampler.shared_noise=false"], tmp_path / "x.mp4",
+                          *(s.url for s in servers)))
+    assert r.returncode == 2 and "shared_noise is off" in r.stderr, r.stderr
+    r = client(*base_args(samples, sets, tmp_path / "x.mp4", "http://127.0.0.1:9", "http://127.0.0.1:10"))
+    assert r.returncode == 3 and "none of the servers answered" in r.stderr, r.stderr
