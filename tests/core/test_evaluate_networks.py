@@ -138,3 +138,19 @@ def test_face_cos_of_two_different_people_is_below_one(weights):
     r = evaluate([a], [b], detector=create_detector("mediapipe"),
                  settings=EvaluationSettings(metrics=("face_cos",), weights_dir=str(weights)))
     assert r.counts["face_cos_frames"] == 1 and r.summary["face_cos"] < 0.999
+
+
+@pytest.mark.parametrize("module, metric, hint", [("lpips", "lpips", "pip install lpips"),
+                                                 ("cleanfid", "fid", "pip install clean-fid"),
+                                                 ("cleanfid", "fid_vid", "pip install clean-fid"),
+                                                 ("skimage", "ssim", "pip install scikit-image")])
+def test_a_missing_metrics_library_gives_one_clear_message(weights, monkeypatch, module, metric, hint):
+    import sys
+
+    for name in [m for m in sys.modules if m == module or m.startswith(module + ".")]:
+        monkeypatch.delitem(sys.modules, name)
+    monkeypatch.setitem(sys.modules, module, None)               # import fails as if not installed
+    frames = clip(np.random.default_rng(5), n=16, size=(32, 32))
+    r = evaluate(frames, frames, settings=EvaluationSettings(metrics=(metric, "psnr"), weights_dir=str(weights)))
+    assert hint in r.unavailable[metric] and "magicpose[metrics]" in r.unavailable[metric]
+    assert r.summary["psnr"] == 100.0                            # the others still run
