@@ -272,6 +272,14 @@ def test_cli_reads_videos_and_rejects_bad_input(tmp_path):
                           timeout=300)
     assert proc.returncode == 0 and json.loads((tmp_path / "o" / "magicpose_eval.json").read_text())[
         "metrics"]["ssim"]["value"] == 1.0
+    pose = tmp_path / "pose.json"                          # a person the frames do not show: PCK 0, no face found
+    pose.write_text(json.dumps(frames_to_pose_keypoint([PoseFrame(128, 96, [standing_person(0.2)])] * 6)))
+    proc = subprocess.run([sys.executable, "-m", "magicpose_core.evaluate", video, "--pose", str(pose), "--detector",
+                           "mediapipe", "--metrics", "pose", "--out", str(tmp_path / "p")], cwd=ROOT,
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    metrics = json.loads((tmp_path / "p" / "magicpose_eval.json").read_text())["metrics"]
+    assert metrics["pck_body@0.1"]["value"] == 0.0 and metrics["face_detection_rate"]["value"] == 0.0
     proc = subprocess.run([sys.executable, "-m", "magicpose_core.evaluate", str(tmp_path / "nowhere")], cwd=ROOT,
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2 and "neither a video file nor an image folder" in proc.stderr

@@ -93,3 +93,18 @@ def test_learned_metrics_use_the_eval_weights_folder(node, pack, comfy):
     assert "inception-2015-12-05.pt" in data["unavailable"]["fid"] and "allow" in data["unavailable"]["fid"]
     assert "resnet-50-kinetics.pth" in data["unavailable"]["fid_vid"]
     np.testing.assert_equal(data["frames"], 2)
+
+
+def test_pose_accuracy_of_a_real_photo_through_the_node(node, pack):
+    pytest.importorskip("mediapipe")
+    from support.pose_data import astronaut
+
+    from magicpose_core.pose.keypoints import frames_to_pose_keypoint
+
+    photo = torch.from_numpy(astronaut()).float()[None] / 255          # (1, 512, 512, 3)
+    target = frames_to_pose_keypoint(pack.nodes.pose_detectors.detect_pose(photo, "mediapipe"), normalized=True)
+    res = node.Evaluate.execute(detector="mediapipe", learned_metrics=False, filename_prefix="evaltest/pose",
+                                images=photo, pose_keypoint=target)
+    data = json.loads(res.result[1])
+    assert data["metrics"]["pck_body@0.05"]["value"] == 1.0 and data["metrics"]["nme_face"]["value"] < 0.05
+    assert "ssim" in data["unavailable"]                           # no ground truth given
