@@ -14,25 +14,23 @@ weights. The unconditional rows stay plain SD1.5.
 
 Semantics, chosen so that the result does not depend on how frames are batched or cut into chunks:
 
-- Frames advance together, step by step ("step-major"). Frame f's anchors at model call k of the schedule are
-  ``first``: frame 0's states at call k; ``previous``: frame f-1's states at call k; ``both``: the two (frame 1
+- Frames advance together, step by step ("step-major"). Frame f's anchors at each model evaluation are
+  ``first``: frame 0's states at the same evaluation; ``previous``: frame f-1's; ``both``: the two (frame 1
   reads frame 0 once). Frame 0 has no anchor: it renders exactly as without temporal sources.
 - Inside one model call every row's post-norm1 states exist before that site's attention runs, so a row reads the
   anchor rows of the same forward at the same site; no sequential loop is needed. Frame f depends on frames < f
-  only (a causal chain), so frames can be cut into chunks sampled in order: a later chunk reads the states of the
-  frames it needs (frame 0, the last frame of the previous chunk), recorded by the earlier chunk at the same call
-  and site. Recorded states live in an :class:`AnchorCache` keyed by (frame, call, site), where a call is
-  (text context, timestep, occurrence of that timestep in the run) — the same for every chunk when all chunks use
-  one fixed-step sampler and schedule.
-- "first" costs one bank-sized set of states per step for the whole video; "previous" the same, replaced chunk by
-  chunk (each state is dropped once read). Both may be parked on the CPU, like the bank (attention_bank.py).
+  only (a causal chain), so the frames of one evaluation can be cut into chunks evaluated in order: a later chunk
+  reads the states of the frames it needs (frame 0, the last frame of the chunk before), recorded at the same site
+  by the earlier chunks of the same evaluation. They live in an :class:`AnchorCache` keyed by (frame, call, site).
+- Memory: only the current evaluation's states are kept: at most one frame's states per site for "first" (kept
+  until the evaluation ends) and one for "previous" (dropped once read) — two bank-sized sets at most, whatever the
+  number of steps or frames; none at all when every frame is in one call. They may wait on the CPU, like the bank.
 """
 from __future__ import annotations
 
 import math
-from collections import Counter
 from dataclasses import dataclass
-from typing import Callable, Sequence
+from typing import Callable, Hashable, Sequence
 
 import torch
 
@@ -40,7 +38,6 @@ MODES = ("off", "first", "previous", "both")
 MAX_STRENGTH = 4.0
 
 SiteKey = tuple[str, int, int]
-CallKey = tuple[int, float, int]   # (context id, timestep, occurrence of this timestep for this context)
 Source = tuple[str, int]           # ("row", j): row j of the same call; ("frame", f): frame f from the cache
 
 
@@ -85,7 +82,7 @@ def anchor_frames(frame: int, mode: str) -> tuple[int | None, ...]:
 
 
 def frames_needed_later(mode: str, chunk_end: int, total: int) -> set[int]:
-    """Frames whose states chunks starting at ``chunk_end`` (exclusive end of this chunk) will read."""
+    """Frames whose states the chunks from ``chunk_end`` on (the exclusive end of this chunk) will read."""
     if chunk_end >= total:
         return set()
     need = set()
@@ -204,65 +201,43 @@ def attention_bias(batch: int, n_own: int, total: int, reference: tuple[int, flo
 
 
 class AnchorCache:
-    """Recorded anchor-frame states by (frame, call, site), for frame chunks sampled one after another.
+    """Recorded anchor-frame states by (frame, call, site) for the frame chunks of one model evaluation.
 
-    Calls are identified per sampling run by (context id, timestep, occurrence): :meth:`new_run` restarts the
-    occurrence count, so the k-th call at a timestep of one chunk matches the k-th of the next. States of frame 0
-    (the "first" anchor) are kept for the whole scope; other frames are dropped once read (the next chunk reads
-    the previous chunk's last frame exactly once per call and site). ``park_device`` (e.g. the CPU) holds them
-    between uses.
+    ``call`` is any hashable naming one evaluation of one conditioning (the glue uses (cond uuid, evaluation
+    number)). States of frame 0 (the "first" anchor) are read by every later chunk (``keep=True``); a "previous"
+    state is read once and dropped. :meth:`discard` drops an evaluation's states when the next one starts.
+    ``park_device`` (e.g. the CPU) holds them between uses.
     """
 
     def __init__(self, park_device: torch.device | str | None = None):
         self.park_device = park_device
-        self._states: dict[tuple[int, CallKey, SiteKey], torch.Tensor] = {}
-        self._contexts: list[torch.Tensor] = []
-        self._occurrences: Counter = Counter()
+        self._states: dict[tuple[int, Hashable, SiteKey], torch.Tensor] = {}
         self.peak_bytes = 0
 
     def __len__(self) -> int:
         return len(self._states)
 
-    def context_id(self, ctx: torch.Tensor) -> int:
-        """A small id per distinct text context (1, T, C) seen in this scope."""
-        for i, c in enumerate(self._contexts):
-            if c.shape == ctx.shape and torch.equal(c, ctx.to(c.device, c.dtype)):
-                return i
-        self._contexts.append(ctx.detach().clone())
-        return len(self._contexts) - 1
-
-    def call_key(self, ctx_id: int, timestep: float) -> CallKey:
-        """Key of this call for one context; call once per model call and conditional chunk."""
-        k = (ctx_id, float(timestep))
-        occ = self._occurrences[k]
-        self._occurrences[k] += 1
-        return (ctx_id, float(timestep), occ)
-
-    def new_run(self, keep_frames: set[int]) -> None:
-        """Start a sampling run (a chunk): restart call numbering; drop states of frames nobody will read."""
-        self._occurrences.clear()
-        self._states = {k: v for k, v in self._states.items() if k[0] in keep_frames}
-
-    def put(self, frame: int, call: CallKey, site: SiteKey, states: torch.Tensor) -> None:
+    def put(self, frame: int, call: Hashable, site: SiteKey, states: torch.Tensor) -> None:
         """Record (1, N, C) states (copied, so the call's activations are not kept alive)."""
         dev = self.park_device if self.park_device is not None else states.device
         self._states[(frame, call, site)] = states.detach().to(dev, copy=True)
         self.peak_bytes = max(self.peak_bytes, self.nbytes())
 
-    def take(self, frame: int, call: CallKey, site: SiteKey, keep: bool) -> torch.Tensor:
+    def take(self, frame: int, call: Hashable, site: SiteKey, keep: bool) -> torch.Tensor:
         """The recorded (1, N, C) states; removed unless ``keep``. A miss is an error naming its likely cause."""
         key = (frame, call, site)
         if key not in self._states:
             raise RuntimeError(
-                f"MagicPose temporal sources: no recorded states of frame {frame} at timestep {call[1]:g} "
-                f"(call {call[2]}) at {site}: every frame chunk must be sampled in order with the same fixed-step "
-                f"sampler, schedule and conditioning (adaptive-step samplers cannot be chunked; use one chunk)")
+                f"MagicPose temporal sources: no recorded states of frame {frame} at {site} for this step: the frame "
+                f"chunks of a step must be evaluated in order, frame 0 first, with the same conditioning")
         return self._states[key] if keep else self._states.pop(key)
+
+    def discard(self, stale: Callable[[Hashable], bool]) -> None:
+        """Drop the states of every call for which ``stale(call)`` is true."""
+        self._states = {k: v for k, v in self._states.items() if not stale(k[1])}
 
     def nbytes(self) -> int:
         return sum(v.numel() * v.element_size() for v in self._states.values())
 
     def clear(self) -> None:
         self._states.clear()
-        self._contexts.clear()
-        self._occurrences.clear()

@@ -110,24 +110,21 @@ def test_attention_bias_segments_and_all_zero_fast_path():
     assert b[:, 0, 8:12].eq(-math.inf).all() and b[:, 0, 12:].eq(0).all()  # keys appended later by others: 0
 
 
-def test_anchor_cache_keys_consumption_parking_and_misses():
+def test_anchor_cache_consumption_parking_discard_and_misses():
     cache = AnchorCache(park_device="meta")
-    c0, c1 = torch.zeros(1, 7, 4), torch.ones(1, 7, 4)
-    assert cache.context_id(c0) == 0 and cache.context_id(c1) == 1 and cache.context_id(c0.clone()) == 0
-    k1, k2 = cache.call_key(0, 981.0), cache.call_key(0, 981.0)
-    assert k1 == (0, 981.0, 0) and k2 == (0, 981.0, 1)           # second call at the same timestep (Heun-like)
-    s = torch.ones(1, 5, 4)
-    cache.put(0, k1, SITE_A, s)
-    cache.put(3, k1, SITE_A, s)
-    assert len(cache) == 2 and cache.nbytes() == 2 * 5 * 4 * 4 and cache.peak_bytes == cache.nbytes()
-    assert cache.take(0, k1, SITE_A, keep=True).device.type == "meta"
-    cache.new_run({0, 3})
-    assert cache.call_key(0, 981.0) == k1                          # numbering restarts per run (chunk)
-    cache.take(3, k1, SITE_A, keep=False)
-    assert len(cache) == 1
-    with pytest.raises(RuntimeError, match="same fixed-step sampler"):
-        cache.take(3, k1, SITE_A, keep=False)
-    cache.new_run(set())
+    s, call, old = torch.ones(1, 5, 4), ("uuid-a", 2), ("uuid-a", 1)
+    cache.put(0, call, SITE_A, s)
+    cache.put(3, call, SITE_A, s)
+    cache.put(0, old, SITE_B, s)
+    assert len(cache) == 3 and cache.nbytes() == 3 * 5 * 4 * 4 and cache.peak_bytes == cache.nbytes()
+    assert cache.take(0, call, SITE_A, keep=True).device.type == "meta"   # parked
+    cache.take(3, call, SITE_A, keep=False)                                # a "previous" state: read once
+    assert len(cache) == 2
+    with pytest.raises(RuntimeError, match="evaluated in order"):
+        cache.take(3, call, SITE_A, keep=False)
+    cache.discard(lambda c: c[0] == "uuid-a" and c != call)
+    assert len(cache) == 1 and cache.peak_bytes == 3 * 5 * 4 * 4
+    cache.clear()
     assert len(cache) == 0
 
 
@@ -156,27 +153,27 @@ class ToyNet:
 
 
 def _chunked(net, x0, mode, strength, chunk, steps=(981.0, 661.0, 341.0)):
-    """Frames in chunks sampled one after another; anchors from the same call or the cache."""
+    """Step-major: at each step the frames are evaluated chunk by chunk, in order; a chunk reads anchors from its
+    own rows or from the states earlier chunks of the same step recorded; each step drops the last one's."""
     total = x0.shape[0]
-    cache, out = AnchorCache(), []
-    for start in range(0, total, chunk):
-        end = min(total, start + chunk)
-        cache.new_run(frames_needed_later(mode, start, total) if start else set())
-        record = frames_needed_later(mode, end, total) & set(range(start, end))
-        x = x0[start:end]
-        for t in steps:
-            call = cache.call_key(0, t)
+    cache, x = AnchorCache(), x0.clone()
+    for i, t in enumerate(steps):
+        cache.discard(lambda call, i=i: call != i)
+        parts = []
+        for start in range(0, total, chunk):
+            end = min(total, start + chunk)
+            record = frames_needed_later(mode, end, total) & set(range(start, end))
             plan = plan_call(mode, [0], end - start, start, record)
 
-            def hook(site, n, plan=plan, call=call):
+            def hook(site, n, plan=plan, i=i):
                 got = gather_anchors(n, plan, strength,
-                                     lambda _c, f: cache.take(f, call, site, keep=(f == 0 and mode != "previous")))
-                for row, frame in plan.record:   # after the read: a chain holds one frame per call and site
-                    cache.put(frame, call, site, n[row:row + 1])
+                                     lambda _c, f: cache.take(f, i, site, keep=(f == 0 and mode != "previous")))
+                for row, frame in plan.record:   # after the read: a chain holds one frame per site
+                    cache.put(frame, i, site, n[row:row + 1])
                 return got
-            x = x - 0.3 * net.forward(x, t, hook)
-        out.append(x)
-    return torch.cat(out), cache
+            parts.append(x[start:end] - 0.3 * net.forward(x[start:end], t, hook))
+        x = torch.cat(parts)
+    return x, cache
 
 
 def _one_by_one(net, x0, mode, strength, steps=(981.0, 661.0, 341.0)):
@@ -204,18 +201,12 @@ def test_chunks_of_any_size_equal_one_batch_equal_frames_one_by_one(mode):
     net = ToyNet()
     x0 = torch.randn(8, 6, 8, generator=torch.Generator().manual_seed(4), dtype=torch.float64)
     truth = _one_by_one(net, x0, mode, 0.7)
+    set_bytes = len(ToyNet.SITES) * 6 * 8 * 8  # one frame's states at every site (N 6, C 8, float64)
     for chunk in (8, 4, 3, 2, 1):
         got, cache = _chunked(net, x0, mode, 0.7, chunk)
         assert torch.allclose(got, truth, rtol=0, atol=1e-12), (mode, chunk)
-        kept = 3 * len(ToyNet.SITES) if mode != "previous" and chunk < 8 else 0  # frame 0's states stay to the end
-        assert len(cache) == kept
+        roles = 2 if mode == "both" else 1
+        assert cache.peak_bytes <= (0 if chunk == 8 else roles * set_bytes), (mode, chunk)  # not x steps, not x frames
     plain = _one_by_one(net, x0, "off", 1.0)
     assert torch.equal(truth[0], plain[0])                       # frame 0 has no anchor
     assert (truth[1:] - plain[1:]).abs().max() > 1e-3            # the others do read one
-
-
-def test_previous_chain_holds_one_frame_per_call_and_site_between_chunks():
-    net = ToyNet()
-    x0 = torch.randn(6, 6, 8, generator=torch.Generator().manual_seed(5), dtype=torch.float64)
-    _, cache = _chunked(net, x0, "previous", 1.0, 2)
-    assert cache.peak_bytes == 3 * 3 * 6 * 8 * 8  # read, then replaced: one frame x 3 steps x 3 sites (N 6, C 8, f64)
