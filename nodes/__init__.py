@@ -16,6 +16,7 @@ class MagicPoseExtension(ComfyExtension):
 
     async def get_node_list(self) -> list[type[io.ComfyNode]]:
         from .apply import MagicPoseApply
+        from .check_provenance import CheckProvenance
         from .evaluate import Evaluate
         from .extract_pose import ExtractPose
         from .frames_to_video import FramesToVideo
@@ -23,6 +24,7 @@ class MagicPoseExtension(ComfyExtension):
         from .load_reference import LoadReference
         from .sample import MagicPoseSample
         from .select_frames import SelectFrames
+        from .watermark_image import WatermarkImage
 
         return [LoadModel, MagicPoseApply, MagicPoseSample, LoadReference, ExtractPose, FramesToVideo, SelectFrames,
-                Evaluate]
+                Evaluate, WatermarkImage, CheckProvenance]

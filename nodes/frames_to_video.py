@@ -24,7 +24,9 @@ import torch
 from comfy.cli_args import args
 
 from ..magicpose_core.geometry import FitGeometry, crop_back
-from ..magicpose_core.images import iter_uint8
+from ..magicpose_core.images import from_uint8, iter_uint8
+from ..magicpose_core.provenance import label_metadata, pack_version
+from ..magicpose_core.provenance.watermark import frame_marker
 from ..magicpose_core.video import DEFAULT_CRF, VIDEO_FORMATS, EncodedVideo, encode_video, video_fps
 from ._api import InputImpl, Types, io, ui
 from .types import MagicPoseReferenceType
@@ -75,10 +77,18 @@ def _output_size(images: torch.Tensor, g: FitGeometry | None, resize: bool) -> t
     return (g.crop_w, g.crop_h) if resize else (g.box_w, g.box_h)
 
 
+def _marked(frames: Iterator[np.ndarray], marker) -> Iterator[np.ndarray]:
+    """Watermark frame by frame (about half a second each on 2 CPU threads: check interruption per frame)."""
+    for frame in frames:
+        comfy.model_management.throw_exception_if_processing_interrupted()
+        yield marker(frame)
+
+
 def write_video(images: torch.Tensor, fps: float, format: str, crf: int, audio: dict | None,
                 geometry: FitGeometry | None, resize: bool, filename_prefix: str, save_output: bool,
-                metadata: dict[str, str] | None) -> WrittenVideo:
-    """Encode to ComfyUI's output folder (or temp), with progress per chunk and interruption between chunks."""
+                metadata: dict[str, str] | None, watermark: bool = True) -> WrittenVideo:
+    """Encode to ComfyUI's output folder (or temp), with progress per chunk and interruption between chunks;
+    every frame carries the invisible MagicPose watermark unless ``watermark`` is off or its package is missing."""
     if geometry is not None and (images.shape[2], images.shape[1]) != (geometry.dst_w, geometry.dst_h):
         raise ValueError(f"crop_back: the frames are {images.shape[2]}x{images.shape[1]} but the reference was fitted "
                          f"to {geometry.dst_w}x{geometry.dst_h}; use the same size or set crop_back to 'off'.")
@@ -99,6 +109,11 @@ def write_video(images: torch.Tensor, fps: float, format: str, crf: int, audio: 
             kept = frames = crop_back(images, geometry, resize=resize)
         else:
             frames = _cropped_frames(images, geometry, resize)
+    marker = frame_marker(watermark)
+    if marker is not None and keep:  # the VIDEO output is built from these frames: mark them too
+        kept = frames = from_uint8(list(_marked(iter_uint8(kept, chunk=1), marker)))
+    elif marker is not None:
+        frames = _marked(iter_uint8(frames, chunk=1) if isinstance(frames, torch.Tensor) else frames, marker)
     total = int(images.shape[0])
     pbar = comfy.utils.ProgressBar(total)
 
@@ -107,9 +122,9 @@ def write_video(images: torch.Tensor, fps: float, format: str, crf: int, audio: 
         pbar.update_absolute(done, total)
 
     info = encode_video(frames, os.path.join(folder, filename), fps, format, crf, audio, chunk=CHUNK,
-                        metadata=metadata if format in ("mp4", "webm") else None, on_progress=progress)
-    log.info("MagicPose Frames to Video: %d frames %dx%d at %s fps -> %s", info.frames, info.width, info.height,
-             info.fps, info.path)
+                        metadata=metadata if format in ("mp4", "webm", "mkv") else None, on_progress=progress)
+    log.info("MagicPose Frames to Video: %d frames %dx%d at %s fps -> %s%s", info.frames, info.width, info.height,
+             info.fps, info.path, " (watermarked)" if marker is not None else "")
     return WrittenVideo(info, filename, subfolder, folder_type, kept)
 
 
@@ -126,7 +141,9 @@ class FramesToVideo(io.ComfyNode):
                 "video's frame rate and sound, shows it in the node and outputs a core VIDEO for Save Video / Get "
                 "Video Components. Streams frames to the encoder (no second copy of the batch). Odd sizes are "
                 "padded by one pixel for mp4/webm (yuv420p); the file keeps the padded size. Optionally crops the "
-                "frames back using the reference's fit (removes letterbox bars, or restores the source size)."),
+                "frames back using the reference's fit (removes letterbox bars, or restores the source size). Every "
+                "frame carries an invisible MagicPose watermark (switch: watermark) and mp4/webm/mkv files an "
+                "'AI-generated with MagicPose' metadata label."),
             inputs=[
                 io.Image.Input("images", tooltip="The frames, e.g. the decoded output of MagicPose Sampler (RGB)."),
                 io.Float.Input("fps", default=24.0, min=0.01, max=1000.0, step=0.01,
@@ -151,6 +168,12 @@ class FramesToVideo(io.ComfyNode):
                 io.Combo.Input("crop_back", options=list(CROP_BACK_MODES), default="off", optional=True,
                                tooltip="off: frames as they are. remove padding: drop the letterbox bars. source "
                                        "size: also resize to the fitted source region (needs reference)."),
+                io.Boolean.Input("watermark", default=True, optional=True,
+                                 tooltip="On (default): every frame carries an invisible MagicPose watermark "
+                                         "(RivaGAN, 32 bits: pack name and version; needs the invisible-watermark "
+                                         "package) that 'python -m magicpose_core.provenance check' and MagicPose "
+                                         "Check Provenance read back. Off: frames are written unmarked. The "
+                                         "'AI-generated with MagicPose' metadata label is written either way."),
             ],
             outputs=[io.Video.Output(display_name="video", tooltip="The written video as a core VIDEO.")],
             hidden=[io.Hidden.prompt, io.Hidden.extra_pnginfo],
@@ -159,13 +182,14 @@ class FramesToVideo(io.ComfyNode):
 
     @classmethod
     def execute(cls, images: torch.Tensor, fps: float, format: str, crf: int, filename_prefix: str,
-                save_output: bool, audio: dict | None = None, reference=None, crop_back: str = "off") -> io.NodeOutput:
+                save_output: bool, audio: dict | None = None, reference=None, crop_back: str = "off",
+                watermark: bool = True) -> io.NodeOutput:
         check_frames(images)
         if crop_back not in CROP_BACK_MODES:
             raise ValueError(f"crop_back must be one of {', '.join(CROP_BACK_MODES)}, got {crop_back!r}")
         geometry = crop_geometry(crop_back, reference)
         written = write_video(images, fps, format, crf, audio, geometry, crop_back == "source size", filename_prefix,
-                              save_output, cls._metadata())
+                              save_output, cls._metadata(), watermark)
         if written.frames is None:
             video = InputImpl.VideoFromFile(written.info.path)
         else:
@@ -177,11 +201,11 @@ class FramesToVideo(io.ComfyNode):
     @classmethod
     def _metadata(cls) -> dict[str, str] | None:
         hidden = getattr(cls, "hidden", None)
-        if args.disable_metadata or hidden is None:
-            return None
         meta = {}
-        if hidden.prompt is not None:
-            meta["prompt"] = json.dumps(hidden.prompt)
-        for key, value in (hidden.extra_pnginfo or {}).items():
-            meta[key] = json.dumps(value)
-        return meta or None
+        if not args.disable_metadata and hidden is not None:
+            if hidden.prompt is not None:
+                meta["prompt"] = json.dumps(hidden.prompt)
+            for key, value in (hidden.extra_pnginfo or {}).items():
+                meta[key] = json.dumps(value)
+        meta.update(label_metadata(pack_version()))  # the provenance label, even with --disable-metadata
+        return meta

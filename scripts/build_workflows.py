@@ -152,7 +152,7 @@ NODE_DEFS: dict[str, NodeDef] = {
         S("images", "IMAGE"), S("fps", "FLOAT", 24.0), S("format", "COMBO", "mp4"), S("crf", "INT", 19),
         S("filename_prefix", "STRING", "MagicPose/video"), S("save_output", "BOOLEAN", True),
         S("audio", "AUDIO", optional=True), S("reference", "MAGICPOSE_REFERENCE", optional=True),
-        S("crop_back", "COMBO", "off", True)),
+        S("crop_back", "COMBO", "off", True), S("watermark", "BOOLEAN", True, True)),
         (("video", "VIDEO"),), cnr_id=PACK_ID),
 }
 

@@ -20,6 +20,8 @@ FROZEN_IDS = {  # saved workflows reference these: never rename (keep a deprecat
     "MagicPoseFramesToVideo": "MagicPose Frames to Video",
     "MagicPoseEvaluate": "MagicPose Evaluate",
     "MagicPoseSelectFrames": "MagicPose Select Frames",
+    "MagicPoseWatermarkImage": "MagicPose Watermark Image",
+    "MagicPoseCheckProvenance": "MagicPose Check Provenance",
 }
 
 
@@ -33,7 +35,7 @@ def node_classes(pack):
 def test_ids_names_categories_are_frozen(node_classes):
     schemas = [cls.define_schema() for cls in node_classes]
     assert {s.node_id: s.display_name for s in schemas} == FROZEN_IDS
-    assert all(s.category == "MagicPose" for s in schemas)
+    assert all(s.category == "MagicPose" or s.category.startswith("MagicPose/") for s in schemas)
     assert all(s.description and s.search_aliases for s in schemas)
 
 
