@@ -10,11 +10,20 @@ import comfy.model_management
 import comfy.utils
 import torch
 
-from ..magicpose_core.geometry import FIT_MODES, fit_geometry, fit_images
-from ..magicpose_core.pose.keypoints import PoseFrame, frames_to_pose_keypoint, pose_keypoint_to_frames
+from ..magicpose_core.geometry import FIT_MODES, fit_geometry, fit_images, model_size_problem
+from ..magicpose_core.pose.keypoints import (
+    COORDINATE_MODES,
+    READ_THRESHOLD,
+    PoseFrame,
+    frames_to_pose_keypoint,
+    pose_keypoint_to_frames,
+    unknown_keys,
+)
 from ..magicpose_core.pose.pipeline import (
     ON_MISSING,
+    OUTPUT_COORDINATES,
     ExtractSettings,
+    carry_extras,
     process_sequence,
     reference_person,
     render_sequence,
@@ -54,12 +63,16 @@ def _reference(reference, settings: ExtractSettings, detector: str, allow_downlo
 
 
 def extract_pose(images, pose_keypoint, detector: str, settings: ExtractSettings, reference=None,
-                 allow_download: bool = False):
-    """The node's work: (pose maps (B, H, W, 3), POSE_KEYPOINT list, preview images)."""
+                 allow_download: bool = False, coordinates: str = "auto"):
+    """The node's work: (pose maps (B, H, W, 3), POSE_KEYPOINT list, preview images).
+
+    ``coordinates`` is how ``pose_keypoint`` is read (keypoints.pose_keypoint_to_frames); its points count from
+    confidence 0.3 (keypoints.READ_THRESHOLD). Unknown top-level keys of its frames are written back.
+    """
     if (images is None) == (pose_keypoint is None):
         raise ValueError("MagicPose Extract Pose: connect exactly one of `images` (frames to detect poses in) or "
                          "`pose_keypoint` (keypoints from a POSE_KEYPOINT node)")
-    threshold = 0.0
+    threshold, extras = 0.0, None
     if images is not None:
         n = int(images.shape[0]) if isinstance(images, torch.Tensor) and images.ndim == 4 else 0
         if n == 0:
@@ -70,22 +83,25 @@ def extract_pose(images, pose_keypoint, detector: str, settings: ExtractSettings
         raw = detect_frames(images, detector, allow_download, raw=True, video=video,
                             on_frame=lambda i: pbar.update_absolute(i + 1))
     else:
-        raw = pose_keypoint_to_frames(pose_keypoint)
+        raw = pose_keypoint_to_frames(pose_keypoint, coordinates)
         n = len(raw)
         if n == 0:
             raise ValueError("MagicPose Extract Pose: `pose_keypoint` holds no frames")
+        threshold, extras = READ_THRESHOLD, unknown_keys(pose_keypoint)
         pbar = comfy.utils.ProgressBar(2 * n)
     settings = dataclasses.replace(settings, threshold=threshold)
     ref_person, ref_image = _reference(reference, settings, detector, allow_download)
     seq = process_sequence(raw, settings, ref_person)
-    report_missing(seq, settings.on_missing)
+    report_missing(seq, settings.on_missing, "frames" if images is not None else "pose_keypoint")
 
     def step(i: int) -> None:
         comfy.model_management.throw_exception_if_processing_interrupted()
         pbar.update_absolute(n + i + 1)
 
     maps = render_sequence(seq, settings, on_frame=step)
-    keypoints = frames_to_pose_keypoint(seq.output, normalized=True, binary_confidence=True)
+    keypoints = frames_to_pose_keypoint(seq.output, normalized=settings.output_coordinates == "normalized",
+                                        binary_confidence=True,
+                                        extras=None if extras is None else carry_extras(extras, seq, settings))
     idx = torch.linspace(0, max(n - 1, 0), min(n, PREVIEW_FRAMES)).round().long().unique()
     preview = maps[idx]
     if ref_image is not None and settings.retarget != "none" and n:
@@ -111,8 +127,9 @@ class ExtractPose(io.ComfyNode):
                                tooltip="Driving frames (IMAGE batch), e.g. Load Video -> Get Video Components. "
                                        "Connect this or pose_keypoint."),
                 PoseKeypointType.Input("pose_keypoint", optional=True,
-                                       tooltip="Keypoints instead of frames (POSE_KEYPOINT from controlnet_aux "
-                                               "preprocessors or pose editors; 0-1 or pixel coordinates)."),
+                                       tooltip="Keypoints instead of frames (POSE_KEYPOINT from comfyui_controlnet_aux "
+                                               "DWPose/OpenPose, core SDPose or pose editors; 0-1 or pixel "
+                                               "coordinates). Points count from confidence 0.3."),
                 io.Combo.Input("detector", options=DETECTOR_CHOICES, default="auto",
                                tooltip="auto: DWPose when its ONNX files are found (models/magicpose/dwpose, "
                                        "comfyui_controlnet_aux's ckpts) or can be downloaded once (~350 MB), else "
@@ -163,26 +180,48 @@ class ExtractPose(io.ComfyNode):
                                          "(honours HF_HUB_OFFLINE). auto downloads DWPose regardless; "
                                          "HF_HUB_OFFLINE=1 stops that."),
                 io.Combo.Input("on_missing", options=list(ON_MISSING), default="warn", optional=True, advanced=True,
-                               tooltip="A frame with no person: warn (one log line, empty pose map) or error."),
+                               tooltip="A frame with no person: warn (one log line, empty pose map; short gaps "
+                                       "are bridged by smoothing) or error. No person in any frame is always an "
+                                       "error."),
+                io.Combo.Input("coordinates", options=list(COORDINATE_MODES), default="auto", optional=True,
+                               tooltip="How pose_keypoint coordinates are read: auto decides per frame (0-1 when "
+                                       "most points lie within 25 % of the 0-1 square, so points just past the "
+                                       "edge do not flip it), normalized = 0-1 of the canvas, pixels = canvas "
+                                       "pixels."),
+                io.Combo.Input("output_coordinates", options=list(OUTPUT_COORDINATES), default="pixels",
+                               optional=True, advanced=True,
+                               tooltip="pose_keypoint output: pixels of the width x height canvas (as "
+                                       "comfyui_controlnet_aux DWPose and core SDPose write; both draw it) or "
+                                       "normalized 0-1 (as controlnet_aux OpenPose; off-canvas points dropped)."),
             ],
             outputs=[
                 io.Image.Output(display_name="pose_maps",
                                 tooltip="openpose_full pose maps (B, height, width, 3), black background."),
                 PoseKeypointType.Output(display_name="pose_keypoint",
-                                        tooltip="The drawn keypoints as POSE_KEYPOINT, 0-1 coordinates of the "
-                                                "width x height canvas."),
+                                        tooltip="The drawn keypoints as POSE_KEYPOINT on the width x height canvas "
+                                                "(see output_coordinates), every part as a full list."),
             ],
         )
+
+    @classmethod
+    def validate_inputs(cls, width: int | None = None, height: int | None = None) -> bool | str:
+        if width is None or height is None:  # linked: checked in execute
+            return True
+        problem = model_size_problem(width, height)
+        return True if problem is None else f"MagicPose Extract Pose: {problem}"
 
     @classmethod
     def execute(cls, detector: str, body: bool, hands: bool, face: bool, person: str, smoothing: str, fps: float,
                 retarget: str, strength: float, face_transfer: bool, width: int, height: int, fit: str,
                 images: torch.Tensor | None = None, pose_keypoint: list | None = None, reference=None,
                 person_index: int = 0, render_canvas: str = "source", allow_download: bool = False,
-                on_missing: str = "warn") -> io.NodeOutput:
+                on_missing: str = "warn", coordinates: str = "auto",
+                output_coordinates: str = "pixels") -> io.NodeOutput:
         settings = ExtractSettings(width=width, height=height, fit=fit, body=body, hands=hands, face=face,
                                    person=person, person_index=person_index, smoothing=smoothing, fps=fps,
                                    retarget=retarget, strength=strength, face_transfer=face_transfer,
-                                   render_canvas=render_canvas, on_missing=on_missing)
-        maps, keypoints, preview = extract_pose(images, pose_keypoint, detector, settings, reference, allow_download)
+                                   render_canvas=render_canvas, on_missing=on_missing,
+                                   output_coordinates=output_coordinates)
+        maps, keypoints, preview = extract_pose(images, pose_keypoint, detector, settings, reference, allow_download,
+                                                coordinates)
         return io.NodeOutput(maps, keypoints, ui=ui.PreviewImage(preview, cls=cls))

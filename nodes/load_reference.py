@@ -10,7 +10,7 @@ import logging
 
 import torch
 
-from ..magicpose_core.geometry import FIT_MODES, PAD_MODES, FitGeometry, fit_geometry, fit_images
+from ..magicpose_core.geometry import FIT_MODES, PAD_MODES, FitGeometry, fit_geometry, fit_images, model_size_problem
 from ..magicpose_core.pose.keypoints import PoseFrame
 from ..magicpose_core.reference import MagicPoseReference, tensor_hash
 from ._api import io
@@ -19,6 +19,7 @@ from .types import MagicPoseReferenceType
 from .vae_encode import ENCODE_MODES, encode_reference
 
 log = logging.getLogger("MagicPose")
+MAX_SIZE = 2048
 
 
 def first_rgb_image(image: torch.Tensor) -> torch.Tensor:
@@ -68,9 +69,9 @@ class LoadReference(io.ComfyNode):
             inputs=[
                 io.Image.Input("image", tooltip="The reference photo (RGB). With a batch, the first image is used."),
                 io.Vae.Input("vae", tooltip="The SD1.5 VAE (e.g. from Load Checkpoint)."),
-                io.Int.Input("width", default=512, min=64, max=2048, step=8,
+                io.Int.Input("width", default=512, min=64, max=MAX_SIZE, step=8,
                              tooltip="Model width in pixels, a multiple of 8. Official: 512."),
-                io.Int.Input("height", default=512, min=64, max=2048, step=8,
+                io.Int.Input("height", default=512, min=64, max=MAX_SIZE, step=8,
                              tooltip="Model height in pixels, a multiple of 8. Official: 512."),
                 io.Combo.Input("fit", options=list(FIT_MODES), default="center_crop",
                                tooltip="center_crop: largest centred region of the target aspect, then resize "
@@ -101,11 +102,18 @@ class LoadReference(io.ComfyNode):
         )
 
     @classmethod
+    def validate_inputs(cls, width: int | None = None, height: int | None = None) -> bool | str:
+        if width is None or height is None:  # linked: checked in execute
+            return True
+        problem = model_size_problem(width, height, maximum=MAX_SIZE)
+        return True if problem is None else f"MagicPose Load Reference: {problem}"
+
+    @classmethod
     def execute(cls, image: torch.Tensor, vae, width: int, height: int, fit: str, pad: str,
                 encode: str = ENCODE_MODES[0], seed: int = 42, detector: str = "none",
                 allow_download: bool = False) -> io.NodeOutput:
-        if width % 8 or height % 8:
-            raise ValueError(f"MagicPose Load Reference: width and height must be multiples of 8, got {width}x{height}")
+        if problem := model_size_problem(width, height, maximum=MAX_SIZE):
+            raise ValueError(f"MagicPose Load Reference: {problem}")
         source = first_rgb_image(image).float().cpu()
         geometry = fit_geometry(source.shape[2], source.shape[1], width, height, fit)
         prepared = fit_images(source, geometry, pad)  # (1, H, W, 3) -> (1, height, width, 3)

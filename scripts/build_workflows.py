@@ -126,7 +126,8 @@ NODE_DEFS: dict[str, NodeDef] = {
         S("images", "IMAGE", optional=True), S("pose_keypoint", "POSE_KEYPOINT", optional=True),
         S("person_index", "INT", 0, True), S("reference", "MAGICPOSE_REFERENCE,IMAGE", optional=True),
         S("render_canvas", "COMBO", "source", True), S("allow_download", "BOOLEAN", False, True),
-        S("on_missing", "COMBO", "warn", True)),
+        S("on_missing", "COMBO", "warn", True), S("coordinates", "COMBO", "auto", True),
+        S("output_coordinates", "COMBO", "pixels", True)),
         (("pose_maps", "IMAGE"), ("pose_keypoint", "POSE_KEYPOINT")), cnr_id=PACK_ID),
     "MagicPoseSample": NodeDef("MagicPose Sampler", (
         S("model", "MODEL"), S("magicpose", "MAGICPOSE_MODEL"), S("reference", REF_TYPES), S("poses", "IMAGE"),

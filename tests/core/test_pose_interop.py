@@ -12,7 +12,7 @@ import json
 import numpy as np
 import pytest
 from support import figures
-from support.pose_data import STANDING, aux_draw, face_points, hand_points, standing_person
+from support.pose_data import aux_draw, face_points, hand_points, standing_person
 
 from magicpose_core.pose.keypoints import (
     READ_THRESHOLD,

@@ -151,7 +151,7 @@ def aux_draw(frame: dict, draw_body: bool = True, draw_hand: bool = True, draw_f
     for person in frame.get("people", []):
         body = decode(person.get("pose_keypoints_2d"))
         if body is None:
-            raise TypeError("'NoneType' object is not subscriptable (comfyui_controlnet_aux draw_bodypose on a null body)")
+            raise TypeError("'NoneType' object is not subscriptable (aux draw_bodypose on a null body)")
         if draw_body:
             canvas = util.draw_bodypose(canvas, as_normalised(body, None))
         for key in ("hand_left_keypoints_2d", "hand_right_keypoints_2d"):
