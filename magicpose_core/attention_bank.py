@@ -9,7 +9,9 @@ Ported from MagicDance@a515a1f model_lib/ControlNet/ldm/modules/attention.py (Ba
 write and read modes): behaviour only (magicpose-method.md §3.2, §3.5, §10).
 
 Caching (magicpose-method.md §10): the bank depends only on the reference latent, the timestep, the text
-context and the ACM weights, so one ACM pass per (timestep, context) serves every frame and frame chunk.
+context and the ACM weights, so one ACM pass per (timestep, context) serves every frame and frame chunk. The
+cache is general: a *source* is a set of 16 per-site tensors cached per step under a `CachePolicy` (the reference
+bank is the source ``"reference"``), and the read appends every source's tokens (`gather_sources`).
 """
 from __future__ import annotations
 
@@ -25,6 +27,7 @@ log = logging.getLogger("MagicPose")
 
 SiteKey = tuple[str, int, int]
 Bank = dict[SiteKey, torch.Tensor]  # site -> (1 or R, N_ref, C) post-norm1 hidden states of the ACM
+REFERENCE = "reference"             # the source name of the appearance bank
 
 
 def site_key(block: tuple[str, int] | None, block_index: int) -> SiteKey | None:
@@ -49,24 +52,34 @@ def extend_kv(context: torch.Tensor, value: torch.Tensor, ref: torch.Tensor,
               cond_rows: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Append reference tokens to self-attention keys and values on conditional rows.
 
-    context, value: (B, N, C) what attn1 will project with to_k / to_v; ref: (1 or B_cond, N_ref, C).
-    Rows not in ``cond_rows`` (unconditional rows of a mixed batch) get their own tokens appended a second
-    time: softmax attention over every key/value pair duplicated once is mathematically unchanged, so they stay
-    plain SD while the batch keeps one key length. That needs N_ref == N (reference resized to the frame size).
+    context, value: (B, N, C) what attn1 will project with to_k / to_v; ref: (1 or B_cond, N_ref, C), the tokens
+    of every source concatenated (`gather_sources`). Rows not in ``cond_rows`` (unconditional rows of a mixed batch)
+    get their own tokens appended N_ref / N more times: softmax attention over key/value pairs that all appear
+    equally often is mathematically unchanged, so they stay plain SD while the batch keeps one key length. That
+    needs N_ref to be a multiple of N (reference resized to the frame size).
     """
-    b = context.shape[0]
+    b, n = context.shape[:2]
     if cond_rows is None or bool(cond_rows.all()):
         extra_k = extra_v = ref.expand(b, -1, -1) if ref.shape[0] == 1 else ref  # (1, N_ref, C) -> (B, N_ref, C)
     else:
-        if ref.shape[1] != context.shape[1]:
+        if ref.shape[1] % n:
             raise RuntimeError(
-                f"a batch mixing conditional and unconditional rows needs reference tokens ({ref.shape[1]}) equal to "
-                f"the frame tokens ({context.shape[1]}); keep the reference the same size as the frames")
+                f"a batch mixing conditional and unconditional rows needs reference tokens ({ref.shape[1]}) that are a "
+                f"multiple of the frame tokens ({n}); keep the reference the same size as the frames")
+        reps = ref.shape[1] // n
         mask = cond_rows.to(context.device).view(b, 1, 1)  # (B,) -> (B, 1, 1)
         refb = ref.expand(b, -1, -1) if ref.shape[0] == 1 else _scatter_rows(ref, cond_rows, b)
-        extra_k = torch.where(mask, refb, context)  # uncond rows: their own keys again
-        extra_v = torch.where(mask, refb, value)
+        extra_k = torch.where(mask, refb, context.repeat(1, reps, 1))  # uncond rows: their own keys again
+        extra_v = torch.where(mask, refb, value.repeat(1, reps, 1))
     return torch.cat([context, extra_k], dim=1), torch.cat([value, extra_v], dim=1)  # (B, N, C) -> (B, N + N_ref, C)
+
+
+def gather_sources(sources: list[Bank], key: SiteKey) -> torch.Tensor | None:
+    """The tokens every source holds at one site, concatenated: list of (R, N_i, C) -> (R, sum N_i, C); None if none."""
+    parts = [src[key] for src in sources if key in src]
+    if not parts:
+        return None
+    return parts[0] if len(parts) == 1 else torch.cat(parts, dim=1)
 
 
 def _scatter_rows(ref: torch.Tensor, cond_rows: torch.Tensor, b: int) -> torch.Tensor:
@@ -88,6 +101,8 @@ class BankStats:
     bank_calls: int = 0                                  # main-UNet calls that carried a bank (had conditional rows)
     plain_calls: int = 0                                 # main-UNet calls without one (uncond, or outside the window)
     missing_sites: set = field(default_factory=set)      # expected sites that never fired in a conditional call
+    bank_bytes: int = 0                                  # bytes of one bank as cached (16 sites)
+    peak_cache_bytes: int = 0                            # the most the bank cache held at once
 
     def reset(self) -> None:
         self.__init__()
@@ -95,7 +110,8 @@ class BankStats:
     def summary(self) -> dict:
         return {"acm_calls": self.acm_calls, "hits": self.hits, "misses": self.misses,
                 "sites_written": len(self.writes), "sites_read": len(self.reads),
-                "reads": sum(self.reads.values()), "bank_calls": self.bank_calls, "plain_calls": self.plain_calls}
+                "reads": sum(self.reads.values()), "bank_calls": self.bank_calls, "plain_calls": self.plain_calls,
+                "bank_bytes": self.bank_bytes, "peak_cache_bytes": self.peak_cache_bytes}
 
 
 def check_sites(seen: set[SiteKey], expected: tuple[SiteKey, ...] = SITES) -> set[SiteKey]:
@@ -103,51 +119,80 @@ def check_sites(seen: set[SiteKey], expected: tuple[SiteKey, ...] = SITES) -> se
     return set(expected) - set(seen)
 
 
+def bank_nbytes(bank: Bank) -> int:
+    """Bytes held by one bank (16 sites)."""
+    return sum(v.numel() * v.element_size() for v in bank.values())
+
+
+@dataclass(frozen=True)
+class CachePolicy:
+    """How long cached sources live and where they wait between reads.
+
+    keep_steps: timesteps kept per source; 1 (default) keeps only the current one, so memory does not grow with the
+    number of steps (frame chunks run step-major and share it); 0 keeps every timestep.
+    device: where cached tensors wait (e.g. "cpu": copied to the compute device for each read); None = where written.
+    dtype: storage dtype (e.g. torch.float16 halves the memory, lossy for fp32 models); None = as written.
+    """
+
+    keep_steps: int = 1
+    device: torch.device | str | None = None
+    dtype: torch.dtype | None = None
+
+
 @dataclass
 class _Entry:
+    source: str
     timestep: float
-    context: torch.Tensor  # (1, T, C) text context the ACM ran with
+    context: torch.Tensor | None  # (1, T, C) text context the source was computed with (None: does not depend on it)
     bank: Bank
 
 
 class BankCache:
-    """Banks by (timestep, text context) for one sampling run.
+    """Cached sources of extra self-attention tokens, by (source, timestep, text context), under a `CachePolicy`.
 
-    ``keep_all=False`` keeps only the current timestep's banks (bounded memory: one bank, ~23 MB in fp16 at
-    512²); ``keep_all=True`` keeps every step so later frame chunks reuse them, and ``park()`` moves them to
-    ``park_device`` (e.g. the CPU) between chunks.
+    A source is one set of 16 per-site tensors computed once per step and read by every frame chunk of that step:
+    ``"reference"`` is the appearance bank (the ACM on the reference latent); other sources (e.g. an anchor frame's
+    own states) use other names and the same policy. ``peak_bytes`` is the most the cache held at once.
     """
 
-    def __init__(self, keep_all: bool = False, park_device: torch.device | str | None = None):
-        self.keep_all = keep_all
-        self.park_device = park_device
+    def __init__(self, policy: CachePolicy | None = None):
+        self.policy = policy or CachePolicy()
         self._entries: list[_Entry] = []
+        self.peak_bytes = 0
 
     def __len__(self) -> int:
         return len(self._entries)
 
-    def lookup(self, timestep: float, context: torch.Tensor) -> Bank | None:
+    def lookup(self, source: str, timestep: float, context: torch.Tensor | None = None) -> Bank | None:
         for e in self._entries:
-            if e.timestep == timestep and e.context.shape == context.shape and torch.equal(
-                    e.context, context.to(e.context.device, e.context.dtype)):
+            if e.source == source and e.timestep == timestep and _same_context(e.context, context):
                 return e.bank
         return None
 
-    def store(self, timestep: float, context: torch.Tensor, bank: Bank) -> None:
-        if not self.keep_all:
-            self._entries = [e for e in self._entries if e.timestep == timestep]
-        self._entries.append(_Entry(timestep, context.detach().clone(), bank))
-
-    def park(self) -> None:
-        """Move every cached bank to the park device (no-op without one)."""
-        if self.park_device is None:
-            return
-        for e in self._entries:
-            for k, v in e.bank.items():
-                e.bank[k] = v.to(self.park_device, non_blocking=True)
+    def store(self, source: str, timestep: float, context: torch.Tensor | None, bank: Bank) -> Bank:
+        """Cache `bank` (converted to the policy's device/dtype) and evict what the policy no longer keeps."""
+        keep = self.policy.keep_steps
+        if keep > 0:
+            kept = list(dict.fromkeys(e.timestep for e in self._entries if e.source == source))
+            if timestep not in kept:
+                drop = set(kept[:max(0, len(kept) - keep + 1)])   # oldest timesteps first
+                self._entries = [e for e in self._entries if e.source != source or e.timestep not in drop]
+        p = self.policy
+        if p.device is not None or p.dtype is not None:
+            bank = {k: v.to(device=p.device or v.device, dtype=p.dtype or v.dtype) for k, v in bank.items()}
+        ctx = None if context is None else context.detach().clone()
+        self._entries.append(_Entry(source, timestep, ctx, bank))
+        self.peak_bytes = max(self.peak_bytes, self.nbytes())
+        return bank
 
     def nbytes(self) -> int:
-        return sum(v.numel() * v.element_size() for e in self._entries for v in e.bank.values())
+        return sum(bank_nbytes(e.bank) for e in self._entries)
 
     def clear(self) -> None:
         self._entries.clear()
+
+
+def _same_context(a: torch.Tensor | None, b: torch.Tensor | None) -> bool:
+    if a is None or b is None:
+        return a is None and b is None
+    return a.shape == b.shape and torch.equal(a, b.to(a.device, a.dtype))

@@ -27,7 +27,23 @@ def alphas_cumprod(num_timesteps: int = NUM_TRAIN_TIMESTEPS, linear_start: float
 
 
 def ddim_uniform_timesteps(steps: int, num_timesteps: int = NUM_TRAIN_TIMESTEPS) -> list[int]:
-    """Official DDIM timesteps (ddim_discretize="uniform"): range(0, 1000, 1000 // steps) + 1, ascending."""
-    c = num_timesteps // steps
-    return [t + 1 for t in range(0, num_timesteps, c)][:steps]
+    """Official DDIM timesteps (ddim_discretize="uniform"), ascending: range(0, T, T // steps) + 1, below T.
 
+    For a step count that does not divide T this has more than `steps` entries (7 -> 8), as the official sampler
+    and ComfyUI's ddim_uniform have; the official code would index past T where ComfyUI stops (3 -> 1, 334, 667).
+    """
+    if not 1 <= steps <= num_timesteps:
+        raise ValueError(f"DDIM steps must be between 1 and {num_timesteps}, got {steps}")
+    c = num_timesteps // steps
+    return [t + 1 for t in range(0, num_timesteps, c) if t + 1 < num_timesteps]
+
+
+def official_start(t0: int, t1: int, num_timesteps: int = NUM_TRAIN_TIMESTEPS) -> bool:
+    """True when t0 > t1 are the first two timesteps of an official DDIM schedule (t1 = 0: its end, at
+    alphas_cumprod[0]); i.e. a run that starts there starts from pure noise, as the official sampler does."""
+    if t1 == 0:
+        return t0 == 1                              # the one-step schedule: t = 1, then the end
+    c = t0 - t1
+    if c <= 0 or num_timesteps // c == 0 or num_timesteps // (num_timesteps // c) != c:
+        return False                                # no step count has this spacing
+    return t0 == 1 + c * ((num_timesteps - 2) // c)  # the top of the schedule with spacing c

@@ -19,7 +19,8 @@ class MagicPoseApply(io.ComfyNode):
                 "Patches your SD1.5 MODEL with the MagicPose appearance bank (read on conditional rows only) and "
                 "puts the pose ControlNet on the positive conditioning only, as the official model does. Sample "
                 "with any KSampler; use a latent batch of one latent per pose map and the same noise for every "
-                "frame for the official behaviour (MagicPose Sampler does all of this for you)."),
+                "frame for the official behaviour (MagicPose Sampler does all of this for you). Scheduler "
+                "magicpose_official gives the official start noise and last step in any sampler node."),
             inputs=[
                 io.Model.Input("model", tooltip="SD1.5 MODEL to patch; the input MODEL itself is not changed."),
                 MagicPoseModelType.Input("magicpose", tooltip="MagicPose weights from MagicPose Load Model."),
@@ -47,6 +48,13 @@ class MagicPoseApply(io.ComfyNode):
                 io.Float.Input("pose_end", default=1.0, min=0.0, max=1.0, step=0.01, optional=True,
                                advanced=True,
                                tooltip="Sampling progress after which the pose ControlNet stops. Official: 1."),
+                io.Int.Input("frame_batch", default=0, min=0, max=256, optional=True, advanced=True,
+                             tooltip="Frames of the sampled batch the networks process at once (0 = all). Smaller "
+                             "needs less memory for long videos; does not change the result."),
+                io.Combo.Input("autocast", options=["off", "bf16", "fp16"], default="off", optional=True,
+                               advanced=True,
+                               tooltip="Run the networks under torch autocast in this precision. off = the MODEL's "
+                               "own dtype (official: fp32 on CPUs)."),
             ],
             outputs=[
                 io.Model.Output(display_name="MODEL", tooltip="The patched MODEL (sample it with the outputs below)."),
@@ -58,9 +66,11 @@ class MagicPoseApply(io.ComfyNode):
     @classmethod
     def execute(cls, model, magicpose, reference, poses, positive, negative, reference_strength: float,
                 pose_strength: float, reference_start: float = 0.0, reference_end: float = 1.0,
-                pose_start: float = 0.0, pose_end: float = 1.0) -> io.NodeOutput:
+                pose_start: float = 0.0, pose_end: float = 1.0, frame_batch: int = 0,
+                autocast: str = "off") -> io.NodeOutput:
         check_poses(poses)
-        options = MagicPoseOptions(reference_strength, reference_start, reference_end)
+        options = MagicPoseOptions(reference_strength, reference_start, reference_end, frame_batch=frame_batch,
+                                   autocast=autocast)
         m = apply_magicpose(model, magicpose, as_reference(reference), options)
         pos = attach_pose_control(positive, magicpose.pose_controlnet, poses, pose_strength, pose_start, pose_end)
         return io.NodeOutput(m, pos, negative)

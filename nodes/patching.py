@@ -6,7 +6,11 @@
   this timestep (the ACM on the clean reference latent at the same timestep and text context; cached per
   (timestep, context)) and hands it to the call through ``transformer_options``;
 - an attn1_patch that, on conditional rows only, appends the bank to the self-attention keys and values;
-- an OUTER_SAMPLE wrapper that scopes the bank cache to one sampling run and releases it in ``finally``.
+- an OUTER_SAMPLE wrapper that scopes the bank cache to one sampling run and releases it in ``finally``, and gives
+  runs on the `magicpose_official` schedule the official start noise and last step (official_schedule.py);
+- optionally a CALC_COND_BATCH wrapper that evaluates the frames in chunks, step-major (frame_chunks.py), under
+  torch autocast when asked.
+The bank cache keeps only the current step (one bank: ~44 MiB fp32 at 512x512), whatever the steps and chunks.
 The pose ControlNet is attached to the positive conditioning only (`attach_pose_control`).
 
 Behaviour ported from MagicDance@a515a1f cldm/cldm.py (ControlLDMReferenceOnlyPose.apply_model) and
@@ -24,15 +28,30 @@ import comfy.patcher_extension
 import torch
 from comfy.ldm.modules.attention import optimized_attention
 
-from ..magicpose_core.attention_bank import Bank, BankCache, BankStats, check_sites, cond_row_mask, extend_kv, site_key
+from ..magicpose_core.attention_bank import (
+    REFERENCE,
+    Bank,
+    BankCache,
+    BankStats,
+    CachePolicy,
+    bank_nbytes,
+    check_sites,
+    cond_row_mask,
+    extend_kv,
+    gather_sources,
+    site_key,
+)
 from ..magicpose_core.config import SITES
 from ..magicpose_core.reference import MagicPoseReference
+from .frame_chunks import ChunkState, calc_in_chunks
+from .official_schedule import official_scales
 
 log = logging.getLogger("MagicPose")
 
 WRAPPER_KEY = "magicpose"
 CALL_KEY = "magicpose_call"  # transformer_options key carrying one model call's bank to the attn1 patches
 WrappersMP = comfy.patcher_extension.WrappersMP
+AUTOCAST = {"off": None, "bf16": torch.bfloat16, "fp16": torch.float16}  # the `autocast` option's choices
 
 
 class _BankComplete(Exception):
@@ -41,9 +60,10 @@ class _BankComplete(Exception):
 
 @dataclass
 class CallState:
-    """One main-UNet call: the bank (on the call's device and dtype) and which rows are conditional."""
+    """One main-UNet call: the sources of extra tokens (on the call's device and dtype; the reference bank first)
+    and which rows are conditional."""
 
-    bank: Bank
+    sources: list[Bank]
     cond_rows: torch.Tensor       # (B,) bool
     strength: float
     stats: BankStats
@@ -74,7 +94,7 @@ class BankReader:
         if state is None:
             return n, context, value
         key = site_key(extra_options.get("block"), extra_options.get("block_index", 0))
-        ref = state.bank.get(key)
+        ref = gather_sources(state.sources, key)  # (1 or R, N_ref, C)
         if ref is None:
             return n, context, value
         if ref.shape[-1] != context.shape[-1]:
@@ -114,8 +134,16 @@ class MagicPoseOptions:
     reference_strength: float = 1.0  # softmax weight of the reference tokens; 1 = official
     reference_start: float = 0.0     # sampling-progress window in which the bank is read
     reference_end: float = 1.0
-    park_bank_on_cpu: bool = False   # keep cached banks on the CPU between frame chunks
+    park_bank_on_cpu: bool = False   # keep the step's cached bank in CPU memory between frame chunks
     strict_sites: bool = False       # raise instead of warn when a site never fires
+    frame_batch: int = 0             # evaluate at most this many frames at once, step-major (0 = the whole batch)
+    autocast: str = "off"            # "bf16" / "fp16": run the networks under torch autocast (not official)
+
+    def __post_init__(self):
+        if self.autocast not in AUTOCAST:
+            raise ValueError(f"autocast must be one of {sorted(AUTOCAST)}, got {self.autocast!r}")
+        if self.frame_batch < 0:
+            raise ValueError(f"frame_batch must be >= 0 (0 = all frames at once), got {self.frame_batch}")
 
 
 class MagicPoseRun:
@@ -125,42 +153,31 @@ class MagicPoseRun:
         self.acm = acm                     # ModelPatcher of the ACM (its model: comfy BaseModel)
         self.reference = reference
         self.options = options
-        self.cache = BankCache()
+        self.cache = BankCache(self.policy())
+        self.chunks = ChunkState()
         self.stats = BankStats()
-        self._scopes = 0
         self._sigma_window: tuple[float, float] | None = None
         self._latent_format = None
         self._warned: set[str] = set()
 
-    # --- scope of the bank cache -------------------------------------------------------------------------
-    @contextlib.contextmanager
-    def bank_scope(self, park_on_cpu: bool | None = None):
-        """Keep banks for every timestep across several sampling runs (frame chunks); free them on exit."""
-        park = self.options.park_bank_on_cpu if park_on_cpu is None else park_on_cpu
-        self._scopes += 1
-        self.cache.keep_all = True
-        self.cache.park_device = torch.device("cpu") if park else None
-        try:
-            yield self
-        finally:
-            self._scopes -= 1
-            if self._scopes == 0:
-                self.cache = BankCache()
+    def policy(self) -> CachePolicy:
+        """Only the current step's bank: frame chunks run step-major, so no later chunk needs an earlier step."""
+        return CachePolicy(keep_steps=1, device="cpu" if self.options.park_bank_on_cpu else None)
 
+    # --- one sampling run ----------------------------------------------------------------------------------
     def begin_sampling(self, model_patcher) -> None:
         ms = model_patcher.get_model_object("model_sampling")
         self._latent_format = model_patcher.get_model_object("latent_format")
         o = self.options
         self._sigma_window = (float(ms.percent_to_sigma(o.reference_start)),
                               float(ms.percent_to_sigma(o.reference_end)))
-        if self._scopes == 0:
-            self.cache = BankCache()
+        self.cache = BankCache(self.policy())
+        self.chunks.clear()
 
     def end_sampling(self) -> None:
-        if self._scopes == 0:
-            self.cache = BankCache()  # release every bank of this run
-        else:
-            self.cache.park()
+        self.stats.peak_cache_bytes = max(self.stats.peak_cache_bytes, self.cache.peak_bytes)
+        self.cache = BankCache(self.policy())  # release every bank of this run
+        self.chunks.clear()
 
     # --- per call ----------------------------------------------------------------------------------------
     def active(self, transformer_options: dict) -> bool:
@@ -188,11 +205,12 @@ class MagicPoseRun:
         for g in groups:
             r = g[0]
             t, ctx = timesteps[r:r + 1], context[r:r + 1]  # (1,), (1, T, C)
-            bank = self.cache.lookup(float(t), ctx)
+            bank = self.cache.lookup(REFERENCE, float(t), ctx)
             if bank is None:
                 self.stats.misses += 1
-                bank = self._run_acm(t, ctx, x.shape[-2:], x.device)
-                self.cache.store(float(t), ctx, bank)
+                bank = self.cache.store(REFERENCE, float(t), ctx, self._run_acm(t, ctx, x.shape[-2:], x.device))
+                self.stats.bank_bytes = bank_nbytes(bank)
+                self.stats.peak_cache_bytes = max(self.stats.peak_cache_bytes, self.cache.peak_bytes)
             else:
                 self.stats.hits += 1
             banks.append(bank)
@@ -260,7 +278,8 @@ class DiffusionModelWrapper:
             return executor(x, timesteps, context, y, control, transformer_options, **kwargs)
         rows = cond_row_mask(coc, x.shape[0])
         run.stats.bank_calls += 1
-        state = CallState(run.bank_for(x, timesteps, context, rows), rows, run.options.reference_strength, run.stats)
+        state = CallState([run.bank_for(x, timesteps, context, rows)], rows, run.options.reference_strength,
+                          run.stats)
         topts = dict(transformer_options)
         topts[CALL_KEY] = state
         try:
@@ -272,17 +291,38 @@ class DiffusionModelWrapper:
 
 
 class OuterSampleWrapper:
-    """OUTER_SAMPLE wrapper: one sampling run; its banks are released in finally (success, error, interrupt)."""
+    """OUTER_SAMPLE wrapper: one sampling run; its banks are released in finally (success, error, interrupt).
+    On the `magicpose_official` schedule it also scales the initial noise and the output as the official sampler
+    (official_schedule.py: `official_scales`)."""
 
     def __init__(self, run: MagicPoseRun):
         self.run = run
 
-    def __call__(self, executor, *args, **kwargs):
-        self.run.begin_sampling(executor.class_obj.model_patcher)
+    def __call__(self, executor, noise, latent_image, sampler, sigmas, *args, **kwargs):
+        patcher = executor.class_obj.model_patcher
+        start, end = official_scales(patcher.get_model_object("model_sampling"), sigmas)
+        if start != 1.0:
+            noise = noise * start  # official x_T: unit variance in DDPM space
+        self.run.begin_sampling(patcher)
         try:
-            return executor(*args, **kwargs)
+            out = executor(noise, latent_image, sampler, sigmas, *args, **kwargs)
         finally:
             self.run.end_sampling()
+        return out * end if end != 1.0 else out  # k-diffusion x at sigma(t=0) -> DDPM space
+
+
+class CondBatchWrapper:
+    """CALC_COND_BATCH wrapper: the frames in chunks of `frame_batch`, step-major, under autocast when asked."""
+
+    def __init__(self, run: MagicPoseRun):
+        self.run = run
+
+    def __call__(self, executor, model, conds, x_in, timestep, model_options):
+        o = self.run.options
+        dtype = AUTOCAST[o.autocast]
+        ctx = contextlib.nullcontext() if dtype is None else torch.autocast(x_in.device.type, dtype=dtype)
+        with ctx:
+            return calc_in_chunks(executor, model, conds, x_in, timestep, model_options, o.frame_batch, self.run.chunks)
 
 
 def check_sd15(model) -> None:
@@ -293,6 +333,21 @@ def check_sd15(model) -> None:
         raise ValueError(f"MagicPose needs an SD1.5 MODEL (context 768, 320 channels); got {name} with "
                          f"context_dim={cfg.get('context_dim')}: load an SD1.5 checkpoint (or the SD1.5 bundled "
                          f"with MagicPose, converted with --with-sd15)")
+
+
+def check_autocast(name: str, device) -> None:
+    """Raise a clear error when torch has no autocast of this dtype on the MODEL's device."""
+    dtype = AUTOCAST[name]
+    if dtype is None:
+        return
+    kind = torch.device(device).type
+    if not torch.amp.is_autocast_available(kind):
+        raise ValueError(f"autocast {name}: torch has no autocast on {kind}; set autocast to off")
+    try:
+        with torch.autocast(kind, dtype=dtype):
+            pass
+    except (RuntimeError, ValueError) as e:
+        raise ValueError(f"autocast {name} is not supported on {kind} by this torch ({e}); set autocast to off") from e
 
 
 def apply_magicpose(model, magicpose, reference: MagicPoseReference, options: MagicPoseOptions | None = None):
@@ -311,6 +366,9 @@ def apply_magicpose(model, magicpose, reference: MagicPoseReference, options: Ma
     m.set_additional_models(WRAPPER_KEY, [magicpose.appearance])
     m.add_wrapper_with_key(WrappersMP.DIFFUSION_MODEL, WRAPPER_KEY, DiffusionModelWrapper(run))
     m.add_wrapper_with_key(WrappersMP.OUTER_SAMPLE, WRAPPER_KEY, OuterSampleWrapper(run))
+    if options.frame_batch > 0 or options.autocast != "off":
+        check_autocast(options.autocast, model.load_device)
+        m.add_wrapper_with_key(WrappersMP.CALC_COND_BATCH, WRAPPER_KEY, CondBatchWrapper(run))
     m.set_model_attn1_patch(BankReader())
     if options.reference_strength > 0 and not math.isclose(options.reference_strength, 1.0):
         replace = WeightedReferenceAttention()

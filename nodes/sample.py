@@ -4,8 +4,9 @@ from __future__ import annotations
 import comfy.samplers
 
 from ._api import io
+from .official_schedule import scheduler_names
 from .patching import MagicPoseOptions
-from .sampling import SCHEDULERS, magicpose_sample
+from .sampling import magicpose_sample
 from .types import MagicPoseModelType, MagicPoseReferenceType
 
 
@@ -44,15 +45,17 @@ class MagicPoseSample(io.ComfyNode):
                                "Official: 7."),
                 io.Combo.Input("sampler_name", options=comfy.samplers.KSampler.SAMPLERS, default="ddim",
                                tooltip="Sampler. Official: ddim (deterministic DDIM, eta 0)."),
-                io.Combo.Input("scheduler", options=SCHEDULERS, default="ddim_uniform",
+                io.Combo.Input("scheduler", options=scheduler_names(), default="ddim_uniform",
                                tooltip="Schedule. Official: ddim_uniform. 'magicpose_official' also reproduces the "
                                "official start noise scale and last step (to sigma(t=0), not 0) for step-exact "
-                               "comparison with the official code."),
+                               "comparison with the official code; KSampler offers it too."),
                 io.Float.Input("denoise", default=1.0, min=0.0, max=1.0, step=0.01,
                                tooltip="Fraction of the schedule to run (1 = from pure noise)."),
                 io.Int.Input("frame_batch", default=4, min=1, max=256,
-                             tooltip="Frames sampled together in one batch; larger is faster on a big GPU, needs more "
-                             "memory. The appearance model runs once per step for all chunks."),
+                             tooltip="Frames the networks process at once; larger is faster on a big GPU, needs more "
+                             "memory. All frames advance step by step together, so the appearance model runs once "
+                             "per step for the whole video and memory does not grow with steps or frames. Does not "
+                             "change the result."),
                 io.Boolean.Input("shared_noise", default=True,
                                  tooltip="Use the same initial noise for every frame (official; steadier video)."),
                 io.Float.Input("reference_strength", default=1.0, min=0.0, max=2.0, step=0.05, optional=True,
@@ -63,8 +66,17 @@ class MagicPoseSample(io.ComfyNode):
                                advanced=True,
                                tooltip="Pose ControlNet strength. Official: 1."),
                 io.Boolean.Input("park_bank_on_cpu", default=False, optional=True, advanced=True,
-                                 tooltip="Keep the cached appearance features (about 23 MB per step at 512x512 in "
-                                 "fp16) in CPU memory between frame chunks to save VRAM on long videos."),
+                                 tooltip="Keep the current step's appearance features (one bank: about 22 MiB at "
+                                 "512x512 in fp16, 44 MiB in fp32) in CPU memory between frame chunks; copied to the "
+                                 "GPU for each chunk."),
+                io.Combo.Input("autocast", options=["off", "bf16", "fp16"], default="off", optional=True,
+                               advanced=True,
+                               tooltip="Run the networks under torch autocast in this precision. off = the MODEL's "
+                               "own dtype (official: fp32 on CPUs). bf16 is faster on CPUs with bf16 units; "
+                               "results move slightly (see README, Performance)."),
+                io.Noise.Input("noise", optional=True,
+                               tooltip="Initial noise from a NOISE node (RandomNoise, DisableNoise, ...) instead of "
+                               "the seed, e.g. a given x_T; with shared_noise one x_T (batch 1) serves every frame."),
             ],
             outputs=[io.Latent.Output(tooltip="One latent per pose frame; decode with VAE Decode.")],
         )
@@ -72,9 +84,11 @@ class MagicPoseSample(io.ComfyNode):
     @classmethod
     def execute(cls, model, magicpose, reference, poses, positive, negative, seed: int, steps: int, cfg: float,
                 sampler_name: str, scheduler: str, denoise: float, frame_batch: int, shared_noise: bool,
-                reference_strength: float = 1.0, pose_strength: float = 1.0,
-                park_bank_on_cpu: bool = False) -> io.NodeOutput:
-        options = MagicPoseOptions(reference_strength=reference_strength, park_bank_on_cpu=park_bank_on_cpu)
+                reference_strength: float = 1.0, pose_strength: float = 1.0, park_bank_on_cpu: bool = False,
+                autocast: str = "off", noise=None) -> io.NodeOutput:
+        options = MagicPoseOptions(reference_strength=reference_strength, park_bank_on_cpu=park_bank_on_cpu,
+                                   autocast=autocast)
         latent = magicpose_sample(model, magicpose, reference, poses, positive, negative, seed, steps, cfg,
-                                  sampler_name, scheduler, denoise, frame_batch, shared_noise, options, pose_strength)
+                                  sampler_name, scheduler, denoise, frame_batch, shared_noise, options, pose_strength,
+                                  noise=noise)
         return io.NodeOutput(latent)

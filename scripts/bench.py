@@ -21,9 +21,20 @@ structure's cost per frame does not depend on the number of frames, so on the CP
 frames (default 1) plus the floor run; its seconds per frame is the median over those runs, and the output
 comparison uses the frames both ran.
 
-Other figures: pose extraction throughput (scripts/bench_pose.py, a subprocess) and, for long videos, peak RSS of
---long-frames frames in chunks of --long-chunk vs --long-chunk frames at the same size, in a process of its own
-(peak reset between the two), with fewer steps and, on the CPU, a smaller size (memory does not grow with steps).
+Checks and figures that cannot flatter us:
+- the final latents of ours against the independent reference implementation of the parity tests
+  (tests/parity/reference_impl.py: diffusers UNets + ControlNet with their own attention processors and DDIM loop, on
+  the same weights and inputs, in a process of its own), next to the fp32 floor; the official-structure driver
+  above reuses our bank code, so its agreement alone would be circular;
+- the machine's load average before, during and after the run, and a LOADED mark when other work competed for the
+  CPU (--wait-quiet waits up to that many seconds for a quiet machine first);
+- the single-image case: ours on one frame (no frame batching, no appearance-pass amortisation) vs the official
+  structure;
+- precision: ours on --precision-frames frames under fp32, bf16 and fp16 autocast: seconds per frame and the max
+  deviation from fp32 (fp16 is skipped with its probe time when one step is over 4x slower than fp32);
+- pose extraction throughput (scripts/bench_pose.py, a subprocess) and, for long videos, peak RSS and bank-cache
+  peak of --long-frames frames in chunks of --long-chunk vs --long-chunk frames, >= 10 steps, in a process of its
+  own (peak reset between the two); on the CPU at a smaller size.
 
     .venv/bin/python scripts/bench.py [--size 256] [--frames 8] [--steps 10] [--dtype fp32] [--device cpu]
     .venv/bin/python scripts/bench.py --device cuda            # 512x512, 25 steps, bf16 unless given
@@ -76,16 +87,24 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap.add_argument("--no-floor", action="store_true", help="skip the official +-1 ulp floor run")
     ap.add_argument("--bare-steps", type=int, default=2, help="steps after which the bare passes are timed (2)")
     ap.add_argument("--tiny", action="store_true", help="tiny factory UNet layout (smoke test), not SD1.5 widths")
-    ap.add_argument("--long-frames", type=int, default=64)
+    ap.add_argument("--long-frames", type=int, default=None, help="default: 32 on the CPU, 64 on cuda")
     ap.add_argument("--long-chunk", type=int, default=8)
     ap.add_argument("--long-size", type=int, default=None, help="default: 128 on the CPU, --size on cuda")
-    ap.add_argument("--long-steps", type=int, default=None, help="default: 1 on the CPU, --steps on cuda")
+    ap.add_argument("--long-steps", type=int, default=None, help="default: 10 on the CPU, --steps on cuda (>= 10)")
+    ap.add_argument("--precisions", default="fp32,bf16,fp16", help="autocast precisions of the precision table")
+    ap.add_argument("--precision-frames", type=int, default=2)
+    ap.add_argument("--skip-precision", action="store_true")
+    ap.add_argument("--skip-single", action="store_true")
+    ap.add_argument("--skip-reference", action="store_true", help="skip the independent reference check")
+    ap.add_argument("--wait-quiet", type=float, default=0.0,
+                    help="wait up to this many seconds for the 1-minute load average to fall below --quiet-load")
+    ap.add_argument("--quiet-load", type=float, default=0.5)
     ap.add_argument("--pose-frames", type=int, default=48)
     ap.add_argument("--pose-size", type=int, default=512)
     ap.add_argument("--skip-pose", action="store_true")
     ap.add_argument("--skip-long", action="store_true")
     ap.add_argument("--out-dir", type=Path, default=ROOT / ".cache" / "bench")
-    ap.add_argument("--worker", choices=("compare", "long"), help=argparse.SUPPRESS)
+    ap.add_argument("--worker", choices=("compare", "long", "reference"), help=argparse.SUPPRESS)
     ap.add_argument("--result", type=Path, help=argparse.SUPPRESS)
     a = ap.parse_args(argv)
     gpu = a.device.startswith("cuda")
@@ -95,7 +114,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     a.official_frames = a.frames if a.official_frames is None and gpu else (a.official_frames or 1)
     a.official_frames = max(1, min(a.official_frames, a.frames))
     a.long_size = a.long_size or (a.size if gpu else min(a.size, 128))
-    a.long_steps = a.long_steps or (a.steps if gpu else 1)
+    a.long_steps = a.long_steps or (a.steps if gpu else 10)
+    a.long_frames = a.long_frames or (64 if gpu else 32)
     if a.size % 8 or a.long_size % 8:
         ap.error("sizes must be multiples of 8")
     return a
@@ -255,6 +275,9 @@ def worker_compare(a: argparse.Namespace) -> dict:
     note_peak("official")
     ours_s = t[0] - clock["pause"]
     ours_out = out.float() * scale   # official latent space (x0.18215)
+    timer.enabled = False
+    extra = extra_runs(a, pack, unet, bundle, ctx, poses, z_raw, out, dev)
+    timer.enabled = True
     o_secs, o_calls = timer.of("official")
     u_secs, u_calls = timer.of("ours")
     off_frame_s = [sum(tr.seconds) for tr in all_trajs]
@@ -320,7 +343,94 @@ def worker_compare(a: argparse.Namespace) -> dict:
         "max_abs_diff_before_step": clock["diff"], "floor_before_step": clock["floor"],
         "max_abs_latent": float(max(tr.x.abs().max() for tr in trajs)),
         "maxrss_mib": maxrss_bytes() / MIB,
+        "ours_final": [ours_out[k].tolist() for k in range(k_off)],   # for the reference check (not in the report)
+        **extra,
     }
+
+
+def extra_runs(a, pack, unet, bundle, ctx, poses, z_raw, out, dev) -> dict:
+    """The single-image case and the precision table (same weights, x_T and inputs as the main run)."""
+    from support.magicpose_env import conditioning
+
+    E = sys.modules["bench_env"]
+    P = pack.nodes.patching
+    res: dict = {"single": None, "precision": []}
+
+    def ours(frames: int, steps: int, autocast: str = "off"):
+        with E.timed(dev.type) as t:
+            lat = pack.nodes.sampling.magicpose_sample(
+                unet, bundle, {"samples": z_raw}, poses[:frames], conditioning(ctx), conditioning(ctx), a.seed, steps,
+                a.cfg, "ddim", "magicpose_official", 1.0, frame_batch=frames, shared_noise=True,
+                options=P.MagicPoseOptions(autocast=autocast))["samples"]
+        return lat.float(), t[0]
+
+    if not a.skip_single:
+        log("single image: ours on 1 frame (no batching, no amortisation)")
+        lat, secs = ours(1, a.steps)
+        res["single"] = {"seconds_per_frame": secs, "max_abs_diff_vs_batched": float((lat[0] - out[0].float()).abs()
+                                                                                       .max())}
+    if a.skip_precision:
+        return res
+    k = max(1, min(a.precision_frames, a.frames))
+    base = None
+    for name in [p.strip() for p in a.precisions.split(",") if p.strip()]:
+        row = {"precision": name, "frames": k}
+        try:
+            if name != "fp32" and base is not None:
+                _, probe = ours(1, 1, name)   # one step of one frame: skip what is far slower than fp32
+                row["probe_seconds_per_step"] = probe
+                if probe > 4 * base["seconds_per_frame_step"]:
+                    row["skipped"] = (f"one step took {probe:.1f} s, over 4x fp32's "
+                                      f"{base['seconds_per_frame_step']:.1f} s")
+                    res["precision"].append(row)
+                    log(f"precision {name}: skipped ({row['skipped']})")
+                    continue
+            log(f"precision {name}: ours on {k} frame(s), {a.steps} steps, autocast {name}")
+            lat, secs = ours(k, a.steps, "off" if name == "fp32" else name)
+        except (RuntimeError, ValueError) as e:   # no autocast of this dtype on this device / torch
+            row["skipped"] = str(e).splitlines()[0][:160]
+            res["precision"].append(row)
+            continue
+        row.update(seconds_per_frame=secs / k, seconds_per_frame_step=secs / k / a.steps)
+        if name == "fp32":
+            base = dict(row, latent=lat)
+        if base is not None:
+            ref = base["latent"]
+            row["max_abs_dev"] = float((lat - ref).abs().max())
+            row["max_rel_dev"] = row["max_abs_dev"] / float(ref.abs().max())
+            row["speedup"] = base["seconds_per_frame"] / row["seconds_per_frame"]
+        res["precision"].append(row)
+    return res
+
+
+def worker_reference(a: argparse.Namespace) -> dict:
+    """The independent reference implementation (tests/parity/reference_impl.py) on the same weights and inputs:
+    final latents (official space) of the frames the official structure ran."""
+    import bench_env as E
+
+    E.start_comfy("cpu" if a.device == "cpu" else "cuda")
+    import comfy.sample
+    import torch
+    from parity.reference_impl import OfficialMagicPose
+    from support.magicpose_env import pose_maps, reference_latent, text_context
+
+    from magicpose_core import layout as L
+
+    cfg = L.TINY_UNET if a.tiny else L.SD15_UNET
+    t0 = time.perf_counter()
+    log("independent reference: building the diffusers UNets and ControlNet from the same weights")
+    ref = OfficialMagicPose(lambda: E._part(L.MAIN_PREFIX, L.unet_layout(cfg)),
+                            lambda: E._part(L.ACM_PREFIX, L.appearance_layout(cfg, with_hint_block=False)),
+                            lambda: E._part(L.POSE_PREFIX, L.controlnet_layout(cfg)))
+    build = time.perf_counter() - t0
+    size, k = a.size, a.official_frames
+    ctx, poses, z_raw = text_context(0), pose_maps(a.frames, size), reference_latent(size)
+    noise = comfy.sample.prepare_noise(torch.zeros((1, 4, size // 8, size // 8)), a.seed)
+    finals = []
+    t0 = time.perf_counter()
+    for i in range(k):
+        finals.append(ref.ddim(noise, a.steps, ctx, z_raw * 0.18215, poses[i:i + 1].movedim(-1, 1), a.cfg)[0].tolist())
+    return {"finals": finals, "build_seconds": build, "seconds_per_frame": (time.perf_counter() - t0) / k}
 
 
 def _acm_call(P, acm, z, t, ctx, sink: dict, full: bool):
@@ -345,7 +455,7 @@ def count_flops(E, P, pack, m: dict, ctx, z, pose1, dev) -> dict:
            "controlnet": E.flops_of(lambda: m["cn"](x=x, hint=hint, timesteps=t, context=c))}
     with torch.no_grad():
         control = m["cn"](x=x, hint=hint, timesteps=t, context=c)
-    state = P.CallState(bank, torch.ones(1, dtype=torch.bool), 1.0, pack.magicpose_core.attention_bank.BankStats())
+    state = P.CallState([bank], torch.ones(1, dtype=torch.bool), 1.0, pack.magicpose_core.attention_bank.BankStats())
     out["main_cond"] = E.flops_of(lambda: m["unet"](x, t, context=c, control=control, transformer_options={
         "patches": {"attn1_patch": [P.BankReader()]}, P.CALL_KEY: state, "cond_or_uncond": [0]}))
     out["main_uncond"] = E.flops_of(lambda: m["unet"](x, t, context=c, transformer_options={"cond_or_uncond": [1]}))
@@ -380,7 +490,8 @@ def bare_passes(E, P, pack, m: dict, ctx, z, poses, x_in, t, dev, timer) -> dict
         with E.timed(dev.type) as s:
             control = m["cn"](x=x, hint=hint, timesteps=tb, context=cb)
         res["controlnet_batch"] = s[0]
-        state = P.CallState(bank, torch.ones(b, dtype=torch.bool), 1.0, pack.magicpose_core.attention_bank.BankStats())
+        state = P.CallState([bank], torch.ones(b, dtype=torch.bool), 1.0,
+                            pack.magicpose_core.attention_bank.BankStats())
         with E.timed(dev.type) as s:
             m["unet"](x, tb, context=cb, control=control, transformer_options={
                 "patches": {"attn1_patch": [P.BankReader()]}, P.CALL_KEY: state, "cond_or_uncond": [0]})
@@ -434,6 +545,14 @@ def worker_long(a: argparse.Namespace) -> dict:
     ctx, z_raw = text_context(0), reference_latent(size)
     mem = E.PeakMemory(gpu)
     res = {"build_seconds": build_s, "peak_memory_resettable": mem.resettable, "runs": []}
+    made = []
+    apply = pack.nodes.sampling.apply_magicpose
+
+    def spy(*args, **kw):   # the patched model, to read its bank statistics
+        made.append(apply(*args, **kw))
+        return made[-1]
+
+    pack.nodes.sampling.apply_magicpose = spy
     for n in (a.long_chunk, a.long_frames):
         poses = pose_maps(n, size)
         base = E.rss_bytes()
@@ -447,7 +566,10 @@ def worker_long(a: argparse.Namespace) -> dict:
         r = {"frames": n, "frame_batch": fb, "size": size, "steps": steps, "seconds": t[0],
              "rss_before_mib": base / MIB, "peak_rss_mib": peak / MIB, "extra_rss_mib": (peak - base) / MIB,
              "poses_mib": poses.numel() * poses.element_size() / MIB,
-             "peak_gpu_mib": peak_gpu / MIB if gpu else None}
+             "peak_gpu_mib": peak_gpu / MIB if gpu else None, "loadavg": os.getloadavg()}
+        stats = pack.nodes.patching.magicpose_run(made[-1]).stats
+        r.update(acm_calls=stats.acm_calls, bank_mib=stats.bank_bytes / MIB,
+                 peak_cache_mib=stats.peak_cache_bytes / MIB)
         res["runs"].append(r)
         log(f"long video: {n} frames in chunks of {fb} at {size}x{size}, {steps} step(s): {t[0]:.1f} s, peak RSS "
             f"{r['peak_rss_mib']:.0f} MiB (+{r['extra_rss_mib']:.0f} MiB over the loaded weights)")
@@ -467,6 +589,8 @@ def run_worker(a: argparse.Namespace, kind: str) -> dict:
                   "seed", "long_frames", "long_chunk", "long_size", "long_steps"):
             cmd += [f"--{k.replace('_', '-')}", str(getattr(a, k))]
         cmd += (["--tiny"] if a.tiny else []) + (["--no-floor"] if a.no_floor else [])
+        cmd += ["--precisions", a.precisions, "--precision-frames", str(a.precision_frames)]
+        cmd += (["--skip-precision"] if a.skip_precision else []) + (["--skip-single"] if a.skip_single else [])
         subprocess.run(cmd, check=True, cwd=ROOT, env={**os.environ, "PYTHONUNBUFFERED": "1"})
         return json.loads(result.read_text())
 
@@ -488,24 +612,37 @@ def run_pose(a: argparse.Namespace) -> dict:
 def main(argv=None) -> None:
     a = parse_args(argv)
     if a.worker:
-        res = (worker_compare if a.worker == "compare" else worker_long)(a)
+        res = {"compare": worker_compare, "long": worker_long, "reference": worker_reference}[a.worker](a)
         a.result.write_text(json.dumps(res, indent=1, default=str))
         return
     t0 = time.perf_counter()
     log(f"ours vs official structure: {a.size}x{a.size}, {a.frames} frames (batches of {a.frame_batch}), {a.steps} "
         f"steps, {a.dtype}, {a.device}; official structure on {a.official_frames} frame(s)"
         + ("" if a.no_floor else " + 1 floor run"))
+    waited = wait_quiet(a.wait_quiet, a.quiet_load)
     report: dict = {"args": {k: str(v) for k, v in vars(a).items()},
-                    "started": datetime.now().isoformat(timespec="seconds"), "loadavg_start": os.getloadavg()}
+                    "started": datetime.now().isoformat(timespec="seconds"), "loadavg_start": os.getloadavg(),
+                    "waited_for_quiet_seconds": waited, "cpu_count": os.cpu_count()}
+    sampler = LoadSampler()
+    sampler.start()
     if not a.skip_pose:
         log(f"pose extraction: {a.pose_frames} frames of {a.pose_size}x{a.pose_size} (scripts/bench_pose.py)")
         report["pose"] = run_pose(a)
     report["compare"] = run_worker(a, "compare")
+    ours_final = report["compare"].pop("ours_final")
+    if not a.skip_reference:
+        log(f"independent reference implementation (tests/parity/reference_impl.py) on {a.official_frames} frame(s), "
+            "in a process of its own")
+        ref = run_worker(a, "reference")
+        diffs = [max_abs(o, r) for o, r in zip(ours_final, ref.pop("finals"))]
+        report["reference"] = {**ref, "max_abs_diff": max(diffs), "max_abs_diff_per_frame": diffs}
     if not a.skip_long:
         log(f"long video: {a.long_chunk} then {a.long_frames} frames in chunks of {a.long_chunk}, "
             f"{a.long_size}x{a.long_size}, {a.long_steps} step(s), in a process of their own")
         report["long"] = run_worker(a, "long")
     report["loadavg_end"] = os.getloadavg()
+    report["load"] = sampler.stop()
+    report["loaded"] = loaded_verdict(report)
     report["wall_seconds"] = time.perf_counter() - t0
     print_report(report, a)
     a.out_dir.mkdir(parents=True, exist_ok=True)
@@ -514,6 +651,66 @@ def main(argv=None) -> None:
     stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
     (a.out_dir / f"bench-{stamp}.json").write_text(text)
     log(f"wrote {a.out_dir / 'bench.json'} and bench-{stamp}.json ({report['wall_seconds']:.0f} s in all)")
+
+
+def max_abs(a, b) -> float:
+    """max |a - b| of two nested lists of floats (same shape)."""
+    if isinstance(a, list):
+        return max(max_abs(x, y) for x, y in zip(a, b))
+    return abs(a - b)
+
+
+class LoadSampler:
+    """The 1-minute load average and the runnable-task count (/proc/loadavg), sampled every 5 s during the run."""
+
+    def __init__(self, interval: float = 5.0):
+        import threading
+
+        self.interval, self.samples = interval, []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                parts = Path("/proc/loadavg").read_text().split()
+                self.samples.append((float(parts[0]), int(parts[3].split("/")[0])))
+            except (OSError, ValueError, IndexError):
+                pass
+            self._stop.wait(self.interval)
+
+    def stop(self) -> dict:
+        self._stop.set()
+        self._thread.join()
+        load = [s[0] for s in self.samples] or [0.0]
+        running = [s[1] for s in self.samples] or [0]
+        return {"max_1min": max(load), "median_1min": statistics.median(load), "max_running": max(running),
+                "samples": len(self.samples)}
+
+
+def loaded_verdict(r: dict) -> str | None:
+    """Why the run counts as made on a loaded machine, or None. The bench keeps up to one busy task per core
+    (torch threads = cores), so other work shows as load above the core count, or load before it started."""
+    cores = r.get("cpu_count") or 1
+    why = []
+    if r["loadavg_start"][0] > 0.5:
+        why.append(f"load {r['loadavg_start'][0]:.1f} before the start")
+    if r["load"]["median_1min"] > cores + 0.5:
+        why.append(f"median load {r['load']['median_1min']:.1f} during the run on {cores} cores")
+    return "; ".join(why) or None
+
+
+def wait_quiet(limit: float, threshold: float) -> float:
+    """Wait up to `limit` seconds for the 1-minute load average to fall below `threshold`; seconds waited."""
+    t0 = time.perf_counter()
+    if limit > 0 and os.getloadavg()[0] >= threshold:
+        log(f"waiting up to {limit:.0f} s for a quiet machine (load {os.getloadavg()[0]:.1f}, want < {threshold})")
+        while os.getloadavg()[0] >= threshold and time.perf_counter() - t0 < limit:
+            time.sleep(10)
+    return time.perf_counter() - t0
 
 
 def _ok(flag: bool) -> str:
@@ -525,7 +722,12 @@ def print_report(r: dict, a: argparse.Namespace) -> None:
     o, u, b = c["official"], c["ours"], c["bare"]
     print()
     print(f"MagicPose benchmark: {c['device_name']}, torch threads {c['torch_threads']}, attention {c['attention']}; "
-          f"load average {r['loadavg_start'][0]:.1f} -> {r['loadavg_end'][0]:.1f}")
+          f"load average {r['loadavg_start'][0]:.1f} -> {r['loadavg_end'][0]:.1f} (max {r['load']['max_1min']:.1f}, "
+          f"median {r['load']['median_1min']:.1f} during the run)")
+    if r.get("loaded"):
+        print(f"  *** LOADED MACHINE: {r['loaded']}: timings and ratios are not comparable with a quiet run ***")
+    else:
+        print("  machine quiet during the run (no other load seen)")
     print(f"  weights: {c['weights']}; ours {c['dtype']}, official structure {c['official_dtype']}; built in "
           f"{c['build_seconds']:.0f} s")
     print(f"  {c['size']}x{c['size']}, {c['steps']} DDIM steps (eta 0, magicpose_official schedule), CFG {c['cfg']}, "
@@ -574,6 +776,29 @@ def print_report(r: dict, a: argparse.Namespace) -> None:
     if c["floor_before_step"]:
         print("    before each step, the floor:         " + " ".join(f"{x:.0e}" for x in c["floor_before_step"])
               + f"; final {fl:.0e}")
+    if "reference" in r:
+        ref = r["reference"]
+        target = f"target <= {DIFF_TARGET:.0e} in fp32: {_ok(ref['max_abs_diff'] <= DIFF_TARGET)}" \
+            if c["dtype"] == "fp32" else f"ours {c['dtype']}: no target"
+        print(f"  max |ours - independent reference implementation| (tests/parity/reference_impl.py, diffusers; "
+              f"{len(ref['max_abs_diff_per_frame'])} frame(s)): {ref['max_abs_diff']:.2e} ({target}"
+              + (f"; fp32 floor {fl:.2e}" if fl is not None else "") + ")")
+    s1 = c.get("single")
+    if s1:
+        print(f"  single image (1 frame, no batching, no amortisation): ours {s1['seconds_per_frame']:.2f} s/frame, "
+              f"official structure {o['seconds_per_frame']:.2f} s/frame: ratio "
+              f"{s1['seconds_per_frame'] / o['seconds_per_frame']:.3f}"
+              f" (same latent as in the batch to {s1['max_abs_diff_vs_batched']:.0e})")
+    if c.get("precision"):
+        print(f"  precision (ours, autocast, {c['precision'][0]['frames']} frame(s) in one batch, {c['steps']} steps; "
+              f"deviation from fp32 in max |diff| / max |latent|):")
+        print(f"    {'precision':10}{'s/frame':>9}{'speed-up':>10}{'max dev':>10}")
+        for row in c["precision"]:
+            if "skipped" in row:
+                print(f"    {row['precision']:10}  skipped: {row['skipped']}")
+            else:
+                print(f"    {row['precision']:10}{row['seconds_per_frame']:9.2f}{row.get('speedup', 1.0):9.2f}x"
+                      f"{row.get('max_rel_dev', 0.0):10.1e}")
     print(f"  ACM calls for {c['frames']} frames: ours {u['acm_calls']} (= steps), official structure "
           f"{o['acm_calls_for_frames']} (= steps x frames)")
     if c["device"].startswith("cuda"):
@@ -591,7 +816,9 @@ def print_report(r: dict, a: argparse.Namespace) -> None:
             gpu = f", peak GPU {v['peak_gpu_mib']:.0f} MiB" if v.get("peak_gpu_mib") else ""
             print(f"    {v['frames']:4d} frames in chunks of {v['frame_batch']} at {v['size']}x{v['size']}, "
                   f"{v['steps']} step(s): peak RSS {v['peak_rss_mib'] / 1024:.2f} GiB "
-                  f"(+{v['extra_rss_mib']:.0f} MiB over the loaded weights), {v['seconds']:.0f} s{gpu}")
+                  f"(+{v['extra_rss_mib']:.0f} MiB over the loaded weights), {v['seconds']:.0f} s{gpu}; bank cache "
+                  f"peak {v['peak_cache_mib']:.1f} MiB = {v['peak_cache_mib'] / max(v['bank_mib'], 1e-9):.0f} bank(s) "
+                  f"of {v['bank_mib']:.1f} MiB")
     if "pose" in r:
         p = r["pose"]
         print()

@@ -32,8 +32,9 @@ PACK_NAME = "magicpose_bench_pack"
 DTYPE_NAMES = ("fp32", "fp16", "bf16")
 
 
-def start_comfy(device: str) -> types.ModuleType:
-    """Make ComfyUI importable for `device` ("cpu" or "cuda") and return the pack module."""
+def start_comfy(device: str, pack_root: Path | None = None) -> types.ModuleType:
+    """Make ComfyUI importable for `device` ("cpu" or "cuda") and return the pack module (this checkout's, or the
+    one at `pack_root`, e.g. an older commit's worktree, for before/after measurements)."""
     if not (COMFYUI_PATH / "main.py").is_file():
         raise RuntimeError(f"ComfyUI not found at {COMFYUI_PATH}: set COMFYUI_PATH or run `make bench`")
     if str(COMFYUI_PATH) not in sys.path:
@@ -48,8 +49,9 @@ def start_comfy(device: str) -> types.ModuleType:
     cli.args.disable_api_nodes = True
     if PACK_NAME in sys.modules:
         return sys.modules[PACK_NAME]
-    spec = importlib.util.spec_from_file_location(PACK_NAME, ROOT / "__init__.py",
-                                                  submodule_search_locations=[str(ROOT)])
+    root = Path(pack_root) if pack_root else ROOT
+    spec = importlib.util.spec_from_file_location(PACK_NAME, root / "__init__.py",
+                                                  submodule_search_locations=[str(root)])
     pack = importlib.util.module_from_spec(spec)
     sys.modules[PACK_NAME] = pack
     spec.loader.exec_module(pack)

@@ -63,7 +63,7 @@ class OfficialStructure:
             control = self.cn.control_merge(
                 self.cn.control_model(x=x, hint=hint, timesteps=tt, context=self.context), None, output_dtype=None)
             rows = torch.ones(x.shape[0], dtype=torch.bool)
-            state = P.CallState(bank, rows, 1.0, self.bank_lib.BankStats())
+            state = P.CallState([bank], rows, 1.0, self.bank_lib.BankStats())
             e_c = self.unet(x, tt, context=self.context, control=control, transformer_options={
                 "patches": {"attn1_patch": [P.BankReader()]}, P.CALL_KEY: state, "cond_or_uncond": [0]})
             if len(state.seen) != 16:

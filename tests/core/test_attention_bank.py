@@ -5,9 +5,19 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from magicpose_core.attention_bank import BankCache, check_sites, cond_row_mask, extend_kv, site_key
+from magicpose_core.attention_bank import (
+    REFERENCE,
+    BankCache,
+    CachePolicy,
+    bank_nbytes,
+    check_sites,
+    cond_row_mask,
+    extend_kv,
+    gather_sources,
+    site_key,
+)
 from magicpose_core.config import SITES
-from magicpose_core.guidance import alphas_cumprod, ddim_uniform_timesteps, magicpose_cfg
+from magicpose_core.guidance import alphas_cumprod, ddim_uniform_timesteps, magicpose_cfg, official_start
 
 
 def _attend(q, k, v, heads=2):
@@ -51,7 +61,7 @@ def test_uncond_rows_of_a_mixed_batch_attend_exactly_as_plain_self_attention():
     assert (out[:2] - plain[:2]).abs().max() > 1e-3
 
 
-def test_mixed_batch_needs_reference_of_the_frame_size():
+def test_mixed_batch_needs_reference_of_a_multiple_of_the_frame_size():
     n, ref = torch.zeros(2, 6, 8), torch.zeros(1, 4, 8)
     try:
         extend_kv(n, n, ref, cond_row_mask([0, 1], 2))
@@ -65,24 +75,58 @@ def test_cache_by_timestep_and_context_current_step_only_by_default():
     c1, c2 = torch.zeros(1, 77, 8), torch.ones(1, 77, 8)
     bank = {SITES[0]: torch.zeros(1, 4, 8)}
     cache = BankCache()
-    cache.store(981.0, c1, bank)
-    assert cache.lookup(981.0, c1.clone()) is bank and cache.lookup(981.0, c2) is None
-    assert cache.lookup(961.0, c1) is None
-    cache.store(981.0, c2, dict(bank))
+    assert cache.store(REFERENCE, 981.0, c1, bank) is bank          # no conversion under the default policy
+    assert cache.lookup(REFERENCE, 981.0, c1.clone()) is bank and cache.lookup(REFERENCE, 981.0, c2) is None
+    assert cache.lookup(REFERENCE, 961.0, c1) is None and cache.lookup("anchor", 981.0, c1) is None
+    cache.store(REFERENCE, 981.0, c2, dict(bank))
     assert len(cache) == 2
-    cache.store(961.0, c1, dict(bank))       # a new step evicts the previous step's banks
-    assert len(cache) == 1 and cache.lookup(981.0, c1) is None
+    cache.store(REFERENCE, 961.0, c1, dict(bank))       # a new step evicts the previous step's banks
+    assert len(cache) == 1 and cache.lookup(REFERENCE, 981.0, c1) is None
+    assert cache.peak_bytes == 2 * 4 * 8 * 4
 
 
-def test_cache_keep_all_and_park():
-    cache = BankCache(keep_all=True, park_device="meta")
+def test_cache_memory_does_not_grow_with_steps_and_sources_are_independent():
+    """The default policy holds one bank per source whatever the number of steps; another source (e.g. an anchor
+    frame's states, context-free) lives beside the reference under the same policy."""
+    cache = BankCache()
+    one = {k: torch.zeros(1, 16, 8) for k in SITES}
+    for t in range(981, 0, -20):                       # 50 steps
+        cache.store(REFERENCE, float(t), torch.zeros(1, 77, 8), dict(one))
+        cache.store("anchor", float(t), None, dict(one))
+        assert cache.lookup("anchor", float(t)) is not None
+    assert len(cache) == 2 and cache.peak_bytes == 2 * bank_nbytes(one)
+    every = BankCache(CachePolicy(keep_steps=0))
     for t in (981.0, 961.0, 941.0):
-        cache.store(t, torch.zeros(1, 77, 8), {SITES[0]: torch.ones(1, 4, 8, dtype=torch.float16)})
-    assert len(cache) == 3 and cache.nbytes() == 3 * 4 * 8 * 2
-    cache.park()
-    assert cache.lookup(961.0, torch.zeros(1, 77, 8))[SITES[0]].device.type == "meta"
+        every.store(REFERENCE, t, None, dict(one))
+    assert len(every) == 3 and every.nbytes() == 3 * bank_nbytes(one)
+    two = BankCache(CachePolicy(keep_steps=2))
+    for t in (981.0, 961.0, 941.0):
+        two.store(REFERENCE, t, None, dict(one))
+    assert two.lookup(REFERENCE, 981.0) is None and two.lookup(REFERENCE, 961.0) is not None
+
+
+def test_cache_policy_device_and_dtype():
+    cache = BankCache(CachePolicy(device="meta", dtype=torch.float16))
+    stored = cache.store(REFERENCE, 981.0, None, {SITES[0]: torch.ones(1, 4, 8)})
+    assert stored[SITES[0]].device.type == "meta" and stored[SITES[0]].dtype == torch.float16
+    assert cache.lookup(REFERENCE, 981.0)[SITES[0]].device.type == "meta" and cache.nbytes() == 4 * 8 * 2
     cache.clear()
     assert len(cache) == 0
+
+
+def test_sources_are_read_together_and_uncond_rows_stay_plain_with_two_sources():
+    g = torch.Generator().manual_seed(4)
+    n = torch.randn(4, 6, 8, generator=g, dtype=torch.float64)
+    a, b = (torch.randn(1, 6, 8, generator=g, dtype=torch.float64) for _ in range(2))
+    ref = gather_sources([{SITES[0]: a}, {SITES[0]: b}], SITES[0])
+    assert ref.shape == (1, 12, 8) and torch.equal(ref[:, 6:], b)
+    assert gather_sources([{SITES[0]: a}], SITES[1]) is None
+    rows = cond_row_mask([0, 1], 4)
+    k, v = extend_kv(n, n, ref, rows)
+    assert k.shape == (4, 18, 8)
+    assert torch.allclose(_attend(n, k, v)[2:], _attend(n, n, n)[2:], atol=1e-12)   # own keys x3: unchanged
+    full = torch.cat([n[:2], ref.expand(2, -1, -1)], 1)
+    assert torch.allclose(_attend(n, k, v)[:2], _attend(n[:2], full, full), atol=1e-12)
 
 
 def test_cfg_and_official_schedule():
@@ -92,3 +136,17 @@ def test_cfg_and_official_schedule():
     assert ddim_uniform_timesteps(10) == [1, 101, 201, 301, 401, 501, 601, 701, 801, 901]
     ac = alphas_cumprod()
     assert ac.shape == (1000,) and abs(float(ac[0]) - 0.99915) < 1e-6 and float(ac[-1]) < 0.005
+
+
+def test_official_schedule_for_every_step_count_matches_comfyui_ddim_uniform_and_its_start_is_recognised():
+    """Regression: the schedule used to be cut to `steps` entries (7 steps -> top t = 853), neither the official
+    nor ComfyUI's ddim_uniform (both: range(1, 1000, 1000 // steps), top t = 995)."""
+    for steps in range(1, 1001):
+        ts = ddim_uniform_timesteps(steps)
+        assert ts == list(range(1, 1000, 1000 // steps)), steps
+        assert official_start(ts[-1], ts[-2] if len(ts) > 1 else 0), steps
+        if len(ts) > 2:
+            assert not official_start(ts[-2], ts[-3]), steps       # a run started later is not from pure noise
+    assert ddim_uniform_timesteps(7)[-1] == 995 and len(ddim_uniform_timesteps(7)) == 8
+    assert not official_start(491, 481)                            # 50 steps at denoise 0.5: img2img, not x_T
+    assert not official_start(981, 951) and not official_start(999, 0)

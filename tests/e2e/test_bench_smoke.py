@@ -27,7 +27,7 @@ def bench_run(comfy_root, tmp_path_factory):
     out = tmp_path_factory.mktemp("bench")
     cmd = [sys.executable, str(ROOT / "scripts" / "bench.py"), "--tiny", "--size", "64", "--frames", str(FRAMES),
            "--steps", str(STEPS), "--frame-batch", "2", "--long-frames", "4", "--long-chunk", "2",
-           "--pose-frames", "4", "--pose-size", "128", "--out-dir", str(out)]
+           "--long-steps", "10", "--pose-frames", "4", "--pose-size", "128", "--out-dir", str(out)]
     env = {**os.environ, "COMFYUI_PATH": str(comfy_root)}
     proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
@@ -38,9 +38,11 @@ def test_bench_writes_the_report_and_a_timestamped_copy(bench_run):
     report, stdout, out = bench_run
     assert len(list(out.glob("bench-*.json"))) == 1
     for line in ("ours / official structure, per frame", "ours / bare network passes", "max |ours - official|",
-                 "long video", "pose extraction", "no accelerator"):
+                 "long video", "pose extraction", "no accelerator", "independent reference implementation",
+                 "single image (1 frame", "precision (ours, autocast", "load average"):
         assert line in stdout, line
-    assert {"pose", "compare", "long", "wall_seconds"} <= set(report)
+    assert {"pose", "compare", "long", "reference", "load", "loaded", "wall_seconds"} <= set(report)
+    assert "ours_final" not in report["compare"]
 
 
 def test_bench_counts_the_appearance_model_calls_of_each_structure(bench_run):
@@ -83,3 +85,29 @@ def test_bench_long_video_and_pose_figures(bench_run):
     assert [r["frames"] for r in runs] == [2, 4] and all(r["frame_batch"] == 2 for r in runs)
     assert all(r["peak_rss_mib"] >= r["rss_before_mib"] > 0 for r in runs)
     assert report["pose"]["frames"] == 4 and report["pose"]["total_fps"] > 0
+
+
+def test_bench_checks_against_the_independent_reference_implementation(bench_run):
+    report = bench_run[0]
+    c, ref = report["compare"], report["reference"]
+    assert len(ref["max_abs_diff_per_frame"]) == c["official_frames"]
+    assert ref["max_abs_diff"] <= max(1e-4, 2 * c["floor_ulp"]), (ref["max_abs_diff"], c["floor_ulp"])
+
+
+def test_bench_records_load_and_the_single_image_and_precision_figures(bench_run):
+    report, stdout, _ = bench_run
+    assert report["load"]["samples"] >= 1 and report["load"]["max_1min"] >= 0
+    assert (report["loaded"] is None) == ("LOADED MACHINE" not in stdout)
+    c = report["compare"]
+    assert c["single"]["seconds_per_frame"] > 0 and c["single"]["max_abs_diff_vs_batched"] < 1e-2
+    rows = {r["precision"]: r for r in c["precision"]}
+    assert set(rows) == {"fp32", "bf16", "fp16"}
+    assert rows["fp32"]["max_rel_dev"] == 0.0 and rows["fp32"]["speedup"] == 1.0
+    bf16 = rows["bf16"]
+    assert "skipped" in bf16 or 0 < bf16["max_rel_dev"] < 0.5
+
+
+def test_bench_long_video_holds_one_bank_over_ten_steps(bench_run):
+    for r in bench_run[0]["long"]["runs"]:
+        assert r["steps"] == 10 and r["acm_calls"] == 10
+        assert r["bank_mib"] > 0 and r["peak_cache_mib"] == r["bank_mib"]

@@ -114,8 +114,12 @@ def test_bank_computed_once_per_step_across_frame_chunks(pack, models, P, made_b
     assert out.shape == (n, 4, SIZE // 8, SIZE // 8)
     assert run.stats.acm_calls == steps                 # not steps x frames, not steps x chunks
     assert run.stats.hits == steps * (chunks - 1)
-    assert len(run.cache) == 0                          # released at the end
+    assert len(run.cache) == 0 and not run.chunks.controls   # released at the end
+    # step-major chunks: the cache never held more than the current step's bank
+    assert run.stats.bank_bytes > 0 and run.stats.peak_cache_bytes == run.stats.bank_bytes
     record(f"appearance-model calls, {n} frames in chunks of {k}, {steps} steps", run.stats.acm_calls)
+    record(f"bank cache peak / one bank, {n} frames in chunks of {k}, {steps} steps",
+           f"{run.stats.peak_cache_bytes} / {run.stats.bank_bytes} bytes")
 
 
 def test_bank_once_per_step_per_distinct_context(pack, models, P):
@@ -201,9 +205,9 @@ def test_interrupt_inside_chunked_sampler_releases_scope(pack, models, P, made_b
     base = unet.clone()
     count = {"n": 0}
 
-    def cfg(args):  # interrupts during the second chunk
+    def cfg(args):  # after the second step: the next step's first chunk check raises
         count["n"] += 1
-        if count["n"] == 4:
+        if count["n"] == 2:
             mm.interrupt_current_processing(True)
         return args["uncond"] + (args["cond"] - args["uncond"]) * args["cond_scale"]
 
@@ -216,7 +220,8 @@ def test_interrupt_inside_chunked_sampler_releases_scope(pack, models, P, made_b
     finally:
         mm.interrupt_current_processing(False)
     run = P.magicpose_run(made_by_sampler[0])
-    assert len(run.cache) == 0 and run._scopes == 0
+    assert count["n"] == 2                              # stopped between the chunks of the third step
+    assert len(run.cache) == 0 and not run.chunks.controls
 
 
 def test_reference_strength_zero_is_plain_sd15_and_window(pack, models, P):
@@ -330,3 +335,168 @@ def test_non_sd15_model_is_refused(pack, models, P):
         fake = types.SimpleNamespace(model=types.SimpleNamespace(model_config=types.SimpleNamespace(unet_config=cfg)))
         with pytest.raises(ValueError, match="needs an SD1.5 MODEL"):
             P.check_sd15(fake)
+
+
+# --- official schedule from any sampler node, step-major chunks, NOISE input, autocast ---------------------------
+
+
+def _rel(a: torch.Tensor, b: torch.Tensor) -> float:
+    return float((a - b).abs().max()) / float(b.abs().max())
+
+
+def _register(pack):
+    """The pack's on_load, as ComfyUI runs it at start-up."""
+    import asyncio
+
+    asyncio.run(pack.nodes.MagicPoseExtension().on_load())
+
+
+def test_official_scheduler_registered_once_in_core_tables_at_load(pack):
+    import comfy.samplers
+
+    name = "magicpose_official"
+    before = [n for n in comfy.samplers.SCHEDULER_NAMES if n != name]
+    for _ in range(2):  # idempotent
+        _register(pack)
+    assert comfy.samplers.SCHEDULER_NAMES.count(name) == 1 and comfy.samplers.KSampler.SCHEDULERS.count(name) == 1
+    assert [n for n in comfy.samplers.SCHEDULER_NAMES if n != name] == before   # others keep their place
+    assert name in comfy.samplers.SCHEDULER_HANDLERS
+    options = pack.nodes.official_schedule.scheduler_names()
+    assert options.count(name) == 1
+    import comfy.model_sampling
+
+    class MS(comfy.model_sampling.ModelSamplingDiscrete, comfy.model_sampling.EPS):
+        pass
+
+    s = comfy.samplers.calculate_sigmas(MS(), name, 10)
+    ddim = comfy.samplers.calculate_sigmas(MS(), "ddim_uniform", 10)
+    assert torch.equal(s[:-1], ddim[:-1]) and float(ddim[-1]) == 0.0
+    assert abs(float(s[-1]) - float(MS().sigmas[0])) < 1e-7          # ends at sigma(t=0), not 0
+
+
+def test_official_scales_only_on_the_official_schedule(pack):
+    import math
+
+    import comfy.model_sampling
+    import comfy.samplers
+
+    class MS(comfy.model_sampling.ModelSamplingDiscrete, comfy.model_sampling.EPS):
+        pass
+
+    ms = MS()
+    S = pack.nodes.official_schedule
+    full = S.official_sigmas(ms, 50)
+    start, end = S.official_scales(ms, full)
+    assert math.isclose(start, math.sqrt(1 + float(full[0]) ** 2) / float(full[0]), rel_tol=1e-6)
+    assert math.isclose(1 / start, 0.99711, abs_tol=1e-4)           # ComfyUI alone: x_T x 0.9971 at t = 981
+    assert math.isclose(end, math.sqrt(0.99915), rel_tol=1e-4)       # DDPM space at alphas_cumprod[0]
+    assert S.official_scales(ms, full[:26]) == (1.0, 1.0)            # KSamplerAdvanced first half: as ddim_uniform
+    assert S.official_scales(ms, full[25:]) == (1.0, end)            # second half: the official last step
+    assert S.official_scales(ms, comfy.samplers.calculate_sigmas(ms, "ddim_uniform", 50)) == (1.0, 1.0)
+    assert S.official_scales(ms, comfy.samplers.calculate_sigmas(ms, "karras", 20)) == (1.0, 1.0)
+    longer = S.official_sigmas(ms, 100)[-51:]                        # denoise 0.5: img2img, not from x_T
+    assert S.official_scales(ms, longer) == (1.0, end)
+
+
+def test_apply_and_core_ksampler_official_equal_magicpose_sample(pack, models, P):
+    """MagicPose Apply + core KSampler(ddim, magicpose_official) is the same computation as MagicPoseSample: same
+    start-noise scale and last step (from the patched MODEL), same x_T (per-frame noise from the seed)."""
+    import nodes as comfy_nodes
+
+    _register(pack)
+    unet, mp = models
+    ctx, poses, n, seed, steps = text_context(), pose_maps(2), 2, 5, 4
+    ref = {"samples": reference_latent(SIZE)}
+    m, pos, neg = pack.nodes.apply.MagicPoseApply.execute(unet, mp, ref, poses, conditioning(ctx), conditioning(ctx),
+                                                          1.0, 1.0).args
+    latent = {"samples": torch.zeros((n, 4, SIZE // 8, SIZE // 8))}
+    (k,) = comfy_nodes.KSampler().sample(m, seed, steps, 7.0, "ddim", "magicpose_official", pos, neg, latent)
+    ours = pack.nodes.sampling.magicpose_sample(unet, mp, ref, poses, conditioning(ctx), conditioning(ctx), seed, steps,
+                                                7.0, "ddim", "magicpose_official", frame_batch=n,
+                                                shared_noise=False)["samples"]
+    rel = _rel(k["samples"], ours)
+    record("Apply + KSampler(ddim, magicpose_official) vs MagicPoseSample, max diff / max |latent|", f"{rel:.1e}")
+    assert rel <= 1e-6
+    # the official details really applied: plain ddim_uniform differs by the start scale and last step
+    (plain,) = comfy_nodes.KSampler().sample(m, seed, steps, 7.0, "ddim", "ddim_uniform", pos, neg, latent)
+    assert _rel(plain["samples"], ours) > 1e-4
+    # KSamplerAdvanced over the whole schedule is the same path
+    (adv,) = comfy_nodes.KSamplerAdvanced().sample(m, "enable", seed, steps, 7.0, "ddim", "magicpose_official", pos,
+                                                   neg, latent, 0, 10000, "disable")
+    assert _rel(adv["samples"], ours) <= 1e-6
+
+
+def test_result_does_not_depend_on_frame_batch_and_pose_hints_follow_their_rows(pack, models, P, made_by_sampler):
+    """Step-major chunks: each frame gets its own pose map whatever the chunking; the ControlNet runs per chunk."""
+    unet, mp = models
+    ctx, poses = text_context(), pose_maps(5)
+    sample = pack.nodes.sampling.magicpose_sample
+    args = (unet, mp, {"samples": reference_latent(SIZE)}, poses, conditioning(ctx), conditioning(ctx), 3, 3, 7.0,
+            "ddim", "ddim_uniform")
+    whole = sample(*args, frame_batch=5)["samples"]
+    calls = []
+    hook = mp.pose_controlnet.control_model.register_forward_pre_hook(lambda mod, a, kw: calls.append(kw["x"].shape[0]),
+                                                                      with_kwargs=True)
+    try:
+        chunked = sample(*args, frame_batch=2)["samples"]
+    finally:
+        hook.remove()
+    assert calls == [2, 2, 1] * 3                       # per step: three chunks, the ControlNet on each
+    assert _rel(chunked, whole) <= 1e-5
+    single = sample(unet, mp, {"samples": reference_latent(SIZE)}, poses[3:4], conditioning(ctx), conditioning(ctx), 3,
+                    3, 7.0, "ddim", "ddim_uniform", frame_batch=1)["samples"]
+    assert _rel(chunked[3:4], single) <= 1e-5           # frame 3 saw pose 3 (shared noise: same x_T)
+    assert (whole[0] - whole[3]).abs().max() > 1e-3     # and the poses matter
+
+
+def test_noise_input_gives_x_T(pack, models):
+    import comfy.sample
+
+    unet, mp = models
+    ctx = text_context()
+    sample = pack.nodes.sampling.magicpose_sample
+    args = (unet, mp, {"samples": reference_latent(SIZE)}, pose_maps(2), conditioning(ctx), conditioning(ctx), 9, 2,
+            7.0, "ddim", "magicpose_official")
+
+    class Given:  # a NOISE object as core's: generate_noise(latent dict) -> tensor, and a seed
+        seed = 0
+
+        def __init__(self, x):
+            self.x = x
+
+        def generate_noise(self, latent):
+            return self.x
+
+    by_seed = sample(*args)["samples"]
+    x_T = comfy.sample.prepare_noise(torch.zeros((1, 4, SIZE // 8, SIZE // 8)), 9)
+    assert torch.equal(sample(*args, noise=Given(x_T))["samples"], by_seed)
+    from comfy_extras.nodes_custom_sampler import Noise_EmptyNoise, Noise_RandomNoise
+
+    assert torch.equal(sample(*args, noise=Noise_RandomNoise(9))["samples"], by_seed)
+    zero = sample(*args, noise=Noise_EmptyNoise())["samples"]
+    assert torch.isfinite(zero).all() and (zero - by_seed).abs().max() > 1e-2
+    with pytest.raises(ValueError, match="NOISE input gave"):
+        sample(*args, noise=Given(torch.zeros((3, 4, 8, 8))))
+
+
+def test_autocast_bf16_runs_close_to_fp32_and_bad_values_are_refused(pack, models, P):
+    unet, mp = models
+    ctx = text_context()
+    sample = pack.nodes.sampling.magicpose_sample
+    args = (unet, mp, {"samples": reference_latent(SIZE)}, pose_maps(2), conditioning(ctx), conditioning(ctx), 1, 2,
+            7.0, "ddim", "magicpose_official")
+    fp32 = sample(*args)["samples"]
+    seen = []
+    conv_in = unet.model.diffusion_model.input_blocks[0][0]
+    hook = conv_in.register_forward_hook(lambda mod, a, out: seen.append(out.dtype))
+    try:
+        bf16 = sample(*args, options=P.MagicPoseOptions(autocast="bf16"))["samples"]
+    finally:
+        hook.remove()
+    assert seen and all(d == torch.bfloat16 for d in seen)
+    assert bf16.dtype == torch.float32 and torch.isfinite(bf16).all()
+    dev = _rel(bf16, fp32)
+    record("autocast bf16 vs fp32 (tiny random UNet, 2 steps), max diff / max |latent|", f"{dev:.1e}")
+    assert 0 < dev < 0.1
+    with pytest.raises(ValueError, match="autocast must be one of"):
+        P.MagicPoseOptions(autocast="int8")

@@ -58,9 +58,12 @@ def _attn1_names(model) -> list[str]:
 class OfficialMagicPose:
     """Main UNet + ACM + pose ControlNet, wired as the official ControlLDMReferenceOnlyPose."""
 
-    def __init__(self, unet_ldm: dict, acm_ldm: dict, controlnet_ldm: dict, dtype=torch.float32):
+    def __init__(self, unet_ldm, acm_ldm, controlnet_ldm, dtype=torch.float32):
+        """Each part: an ldm state dict, or a function returning one (built when loaded, then dropped: the
+        benchmark's full-size parts are 3.4 GB each)."""
         from diffusers import ControlNetModel, UNet2DConditionModel
 
+        unet_ldm = unet_ldm() if callable(unet_ldm) else unet_ldm
         mc = unet_ldm["input_blocks.0.0.weight"].shape[0]
         mult = [unet_ldm[f"input_blocks.{i}.0.out_layers.3.weight"].shape[0] // mc for i in (1, 4, 7, 10)]
         block_out = tuple(mc * m for m in mult)
@@ -72,9 +75,15 @@ class OfficialMagicPose:
                                   block_out_channels=block_out, down_block_types=cfg["down_block_types"],
                                   conditioning_embedding_out_channels=(16, 32, 96, 256)).to(dtype).eval()
         self._load(self.unet, keymap.ldm_to_diffusers(unet_ldm), set())
+        del unet_ldm
+        acm_ldm = acm_ldm() if callable(acm_ldm) else acm_ldm
         self._load(self.acm, keymap.ldm_to_diffusers(acm_ldm), {"conv_norm_out", "conv_out"})
+        del acm_ldm
+        controlnet_ldm = controlnet_ldm() if callable(controlnet_ldm) else controlnet_ldm
         cn = {k[len("control_model."):] if k.startswith("control_model.") else k: v for k, v in controlnet_ldm.items()}
+        del controlnet_ldm
         self._load(self.cn, keymap.ldm_to_diffusers(cn), set())
+        del cn
         self.store: dict = {}
         for i, name in enumerate(_attn1_names(self.acm)):
             self.acm.get_submodule(name).set_processor(MagicPoseProcessor("write", self.store, i))

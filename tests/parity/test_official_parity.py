@@ -116,3 +116,30 @@ def test_reference_implementation_reads_bank_only_on_cond(setup):
     x = torch.randn((1, 4, SIZE // 8, SIZE // 8), generator=torch.Generator().manual_seed(3))
     e_c, e_u = official.eps(x, 501, ctx, z, torch.zeros((1, 3, SIZE, SIZE)))
     assert float((e_c - e_u).abs().max()) > 1e-3
+
+
+def test_apply_and_core_ksampler_match_official_ddim_loop(pack, setup):
+    """MagicPose Apply + core KSampler (ddim, magicpose_official, 10 steps) vs the official DDIM loop, per-frame x_T
+    as KSampler draws it (prepare_noise on the latent batch); the official start noise and last step come from the
+    patched MODEL, not from MagicPoseSample."""
+    import asyncio
+
+    import comfy.sample
+
+    import nodes as comfy_nodes
+
+    unet, mp, official = setup
+    asyncio.run(pack.nodes.MagicPoseExtension().on_load())   # registers magicpose_official, as at ComfyUI start-up
+    ctx, poses, z_raw = text_context(0), pose_maps(2), reference_latent(SIZE)
+    seed = 13
+    m, pos, neg = pack.nodes.apply.MagicPoseApply.execute(unet, mp, {"samples": z_raw}, poses, conditioning(ctx),
+                                                          conditioning(ctx), 1.0, 1.0).args
+    latent = torch.zeros((2, 4, SIZE // 8, SIZE // 8))
+    (out,) = comfy_nodes.KSampler().sample(m, seed, STEPS, 7.0, "ddim", "magicpose_official", pos, neg,
+                                           {"samples": latent})
+    noise = comfy.sample.prepare_noise(latent, seed)
+    final = official.ddim(noise, STEPS, ctx, z_raw * 0.18215, poses.movedim(-1, 1))
+    diff = float((out["samples"] * 0.18215 - final).abs().max())
+    record("parity: Apply + KSampler(ddim, magicpose_official) final latent max abs difference (official space)",
+           f"{diff:.2e}")
+    assert diff <= 1e-4

@@ -1,0 +1,86 @@
+"""Peak memory of MagicPose sampling against the number of steps and frame chunks (issue 12's memory table).
+
+Builds the full-width random SD1.5 / appearance / ControlNet weights once (bench_env.py), then for each
+configuration FRAMES:FRAME_BATCH runs MagicPoseSample's function (ddim, magicpose_official, CFG 7) and records the
+peak RSS (VmHWM, reset before each run) and the peak GPU memory, over the RSS before the run. `--pack-root` loads
+another checkout of the pack (e.g. a worktree of an older commit) to measure "before" with the same script.
+
+    .venv/bin/python scripts/bench_memory.py --size 128 --steps 50 --runs 1:1 4:1 [--pack-root /tmp/old] [--json f]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+MIB = 1024 * 1024
+
+
+def main(argv=None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--dtype", choices=("fp32", "fp16", "bf16"), default="fp32")
+    ap.add_argument("--size", type=int, default=128)
+    ap.add_argument("--steps", type=int, default=50)
+    ap.add_argument("--runs", nargs="+", default=["1:1", "4:1"], help="FRAMES:FRAME_BATCH per run")
+    ap.add_argument("--tiny", action="store_true")
+    ap.add_argument("--pack-root", type=Path, default=None)
+    ap.add_argument("--json", type=Path, default=None)
+    a = ap.parse_args(argv)
+    import bench_env as E
+
+    pack = E.start_comfy("cpu" if a.device == "cpu" else "cuda", a.pack_root)
+    import comfy.model_management
+    import comfy.utils
+    from support.magicpose_env import conditioning, pose_maps, reference_latent, text_context
+
+    comfy.utils.PROGRESS_BAR_ENABLED = False
+    gpu = comfy.model_management.get_torch_device().type == "cuda"
+    unet, bundle, build_s = E.build_models(pack, a.tiny, a.dtype)
+    E.load_on_device(unet, bundle.appearance, bundle.pose_controlnet.control_model_wrapped)
+    ctx, z = text_context(0), reference_latent(a.size)
+    mem = E.PeakMemory(gpu)
+    made = []
+    orig = pack.nodes.sampling.apply_magicpose
+
+    def spy(*args, **kw):  # the patched model, to read its bank statistics afterwards (new code only)
+        made.append(orig(*args, **kw))
+        return made[-1]
+
+    pack.nodes.sampling.apply_magicpose = spy
+    out = {"pack_root": str(a.pack_root or E.ROOT), "size": a.size, "steps": a.steps, "dtype": a.dtype,
+           "build_seconds": build_s, "loadavg_start": os.getloadavg(), "runs": []}
+    for spec in a.runs:
+        frames, fb = (int(v) for v in spec.split(":"))
+        poses = pose_maps(frames, a.size)
+        base = E.rss_bytes()
+        mem.take()
+        t0 = time.perf_counter()
+        lat = pack.nodes.sampling.magicpose_sample(unet, bundle, {"samples": z}, poses, conditioning(ctx),
+                                                   conditioning(ctx), 42, a.steps, 7.0, "ddim", "magicpose_official",
+                                                   1.0, frame_batch=fb, shared_noise=True)["samples"]
+        secs = time.perf_counter() - t0
+        peak, peak_gpu = mem.take()
+        stats = getattr(pack.nodes.patching.magicpose_run(made[-1]), "stats", None)
+        r = {"frames": frames, "frame_batch": fb, "chunks": -(-frames // fb), "seconds": secs,
+             "rss_before_mib": base / MIB, "peak_rss_mib": peak / MIB, "extra_rss_mib": (peak - base) / MIB,
+             "peak_gpu_mib": peak_gpu / MIB if gpu else None, "acm_calls": getattr(stats, "acm_calls", None),
+             "bank_mib": getattr(stats, "bank_bytes", 0) / MIB or None,
+             "peak_cache_mib": getattr(stats, "peak_cache_bytes", 0) / MIB or None, "loadavg": os.getloadavg()}
+        out["runs"].append(r)
+        print(f"{a.size}x{a.size} {a.steps} steps, {frames} frame(s) in chunks of {fb} ({r['chunks']} chunk(s)): "
+              f"peak RSS +{r['extra_rss_mib']:.0f} MiB over {base / MIB:.0f} MiB, {secs:.0f} s"
+              + (f", bank cache peak {r['peak_cache_mib']:.1f} MiB (one bank {r['bank_mib']:.1f} MiB)"
+                 if r["bank_mib"] else "") + f"; load {r['loadavg'][0]:.1f}", flush=True)
+        del lat, poses
+    if a.json:
+        a.json.write_text(json.dumps(out, indent=1))
+
+
+if __name__ == "__main__":
+    main()
