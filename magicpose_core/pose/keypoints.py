@@ -331,8 +331,9 @@ def pose_keypoint_to_frames(data: Any, coordinates: str = "auto") -> list[PoseFr
         scale = np.array([w, h], dtype=np.float64) if mode == "normalized" else np.ones(2)
         out = []
         for p in persons:
-            parts = {part: None if v is None else np.concatenate([v[:, :2] * scale, v[:, 2:]], axis=1)  # (N, 3)
-                     for part, v in p.items()}
+            with np.errstate(over="ignore", invalid="ignore"):  # 1e300 x W -> inf -> a missing point below
+                parts = {part: None if v is None else np.concatenate([v[:, :2] * scale, v[:, 2:]], axis=1)  # (N, 3)
+                         for part, v in p.items()}
             if parts["body"] is None:
                 parts["body"] = empty_points(BODY_POINTS)
             out.append(Person(**parts))
