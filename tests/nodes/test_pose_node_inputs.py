@@ -242,3 +242,28 @@ def test_fuzzed_pose_keypoint_into_the_node_only_raises_readable_value_errors(mo
     figures.record("pose fuzz (examples, drawn, ValueError)", [_count["runs"], _count["ok"], _count["value_error"]])
     assert _count["runs"] >= FUZZ_EXAMPLES
     assert values["ok"] >= FUZZ_EXAMPLES // 2, "the fuzz hardly reaches the drawing path"
+
+
+def test_comfyui_validation_rejects_the_size_before_anything_runs(mods, monkeypatch):
+    """Through ComfyUI's own prompt validation (execution.validate_inputs): the size error is a validation error
+    on the node, shown before the queue runs anything."""
+    import asyncio
+
+    import execution
+
+    import nodes
+
+    monkeypatch.setitem(nodes.NODE_CLASS_MAPPINGS, "MagicPoseExtractPose", mods["extract_pose"].ExtractPose)
+
+    def validate(width):
+        inputs = dict(detector="mediapipe", body=True, hands=True, face=True, person="largest", smoothing="off",
+                      fps=30.0, retarget="none", strength=1.0, face_transfer=True, width=width, height=512,
+                      fit="center_crop")
+        prompt = {"1": {"class_type": "MagicPoseExtractPose", "inputs": inputs}}
+        return asyncio.run(execution.validate_inputs("p", prompt, "1", {}))
+
+    ok, errors, _ = validate(100)
+    assert not ok and errors[0]["type"] == "custom_validation_failed" and "use 96x512" in errors[0]["details"]
+    ok, errors, _ = validate(8000)
+    assert not ok and "outside 64-4096" in errors[0]["details"]
+    assert validate(512)[0]
