@@ -55,7 +55,12 @@ class RunResult:
 
 
 class ComfyServer:
-    def __init__(self, comfy_path: Path, base_dir: Path, log_path: Path, extra_args: list[str] | None = None):
+    def __init__(self, comfy_path: Path, base_dir: Path, log_path: Path, extra_args: list[str] | None = None,
+                 python: str | None = None, env: dict[str, str] | None = None):
+        """``python``: the interpreter that runs ComfyUI (default: this one, e.g. the plain-install venv's);
+        ``env``: extra environment variables for the server process."""
+        self.python = python or sys.executable
+        self.extra_env = dict(env or {})
         self.comfy_path = Path(comfy_path)
         self.base_dir = Path(base_dir)
         self.log_path = Path(log_path)
@@ -81,14 +86,14 @@ class ComfyServer:
                     dst.symlink_to(Path(f).resolve())
 
     def start(self, timeout: float = 180.0) -> "ComfyServer":
-        cmd = [sys.executable, "main.py", "--cpu", "--listen", "127.0.0.1", "--port", str(self.port),
+        cmd = [self.python, "main.py", "--cpu", "--listen", "127.0.0.1", "--port", str(self.port),
                "--disable-auto-launch", "--base-directory", str(self.base_dir),
                "--database-url", "sqlite:///:memory:", "--disable-api-nodes", "--use-pytorch-cross-attention",
                "--disable-all-custom-nodes", "--whitelist-custom-nodes", PACK_DIR_NAME,
                "--preview-method", "latent2rgb", *self.extra_args]
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         log = open(self.log_path, "wb")
-        env = dict(os.environ, PYTHONUNBUFFERED="1")
+        env = dict(os.environ, PYTHONUNBUFFERED="1", **self.extra_env)
         self.proc = subprocess.Popen(cmd, cwd=self.comfy_path, stdout=log, stderr=subprocess.STDOUT, env=env,
                                      start_new_session=True)
         deadline = time.monotonic() + timeout
@@ -199,7 +204,13 @@ class ComfyServer:
                         raise TimeoutError(f"prompt {pid} did not finish in {timeout} s; log:\n{self.log_tail()}")
                     msg = await ws.receive(timeout=left)
                     if msg.type == aiohttp.WSMsgType.BINARY:
-                        events.append({"type": "binary_preview", "size": len(msg.data)})
+                        kind = int.from_bytes(msg.data[:4], "big")
+                        if kind == 3:  # BinaryEventTypes.TEXT: node id length, node id, text (progress text)
+                            n = int.from_bytes(msg.data[4:8], "big")
+                            events.append({"type": "progress_text", "node": msg.data[8:8 + n].decode(),
+                                           "text": msg.data[8 + n:].decode(errors="replace")})
+                        else:
+                            events.append({"type": "binary_preview", "size": len(msg.data)})
                         continue
                     if msg.type != aiohttp.WSMsgType.TEXT:
                         raise RuntimeError(f"websocket closed: {msg.type}")
