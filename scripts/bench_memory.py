@@ -2,8 +2,11 @@
 
 Builds the full-width random SD1.5 / appearance / ControlNet weights once (bench_env.py), then for each
 configuration FRAMES:FRAME_BATCH runs MagicPoseSample's function (ddim, magicpose_official, CFG 7) and records the
-peak RSS (VmHWM, reset before each run) and the peak GPU memory, over the RSS before the run. `--pack-root` loads
-another checkout of the pack (e.g. a worktree of an older commit) to measure "before" with the same script.
+peak RSS (VmHWM, reset before each run; freed heap is returned to the OS first with glibc's malloc_trim, else
+new tensors reuse the gigabytes freed while building the weights and RSS cannot see them), the peak GPU memory, and
+the most the pack's bank cache held after any step (read through a post-CFG hook; works on old checkouts too).
+`--pack-root` loads another checkout of the pack (e.g. a worktree of an older commit) to measure "before" with the
+same script.
 
     .venv/bin/python scripts/bench_memory.py --size 128 --steps 50 --runs 1:1 4:1 [--pack-root /tmp/old] [--json f]
 """
@@ -45,6 +48,7 @@ def main(argv=None) -> None:
     E.load_on_device(unet, bundle.appearance, bundle.pose_controlnet.control_model_wrapped)
     ctx, z = text_context(0), reference_latent(a.size)
     mem = E.PeakMemory(gpu)
+    trim = _malloc_trim()
     made = []
     orig = pack.nodes.sampling.apply_magicpose
 
@@ -58,10 +62,19 @@ def main(argv=None) -> None:
     for spec in a.runs:
         frames, fb = (int(v) for v in spec.split(":"))
         poses = pose_maps(frames, a.size)
+        cache_peak = [0]
+
+        def watch(args, _peak=cache_peak):   # after each step: what the bank cache holds
+            _peak[0] = max(_peak[0], pack.nodes.patching.magicpose_run(made[-1]).cache.nbytes())
+            return args["denoised"]
+
+        model = unet.clone()
+        model.set_model_sampler_post_cfg_function(watch)
+        trim()
         base = E.rss_bytes()
         mem.take()
         t0 = time.perf_counter()
-        lat = pack.nodes.sampling.magicpose_sample(unet, bundle, {"samples": z}, poses, conditioning(ctx),
+        lat = pack.nodes.sampling.magicpose_sample(model, bundle, {"samples": z}, poses, conditioning(ctx),
                                                    conditioning(ctx), 42, a.steps, 7.0, "ddim", "magicpose_official",
                                                    1.0, frame_batch=fb, shared_noise=True)["samples"]
         secs = time.perf_counter() - t0
@@ -71,15 +84,28 @@ def main(argv=None) -> None:
              "rss_before_mib": base / MIB, "peak_rss_mib": peak / MIB, "extra_rss_mib": (peak - base) / MIB,
              "peak_gpu_mib": peak_gpu / MIB if gpu else None, "acm_calls": getattr(stats, "acm_calls", None),
              "bank_mib": getattr(stats, "bank_bytes", 0) / MIB or None,
-             "peak_cache_mib": getattr(stats, "peak_cache_bytes", 0) / MIB or None, "loadavg": os.getloadavg()}
+             "peak_cache_mib": getattr(stats, "peak_cache_bytes", 0) / MIB or None,
+             "cache_after_steps_max_mib": cache_peak[0] / MIB, "loadavg": os.getloadavg()}
         out["runs"].append(r)
         print(f"{a.size}x{a.size} {a.steps} steps, {frames} frame(s) in chunks of {fb} ({r['chunks']} chunk(s)): "
-              f"peak RSS +{r['extra_rss_mib']:.0f} MiB over {base / MIB:.0f} MiB, {secs:.0f} s"
+              f"peak RSS +{r['extra_rss_mib']:.0f} MiB over {base / MIB:.0f} MiB, {secs:.0f} s; bank cache held "
+              f"up to {r['cache_after_steps_max_mib']:.1f} MiB"
               + (f", bank cache peak {r['peak_cache_mib']:.1f} MiB (one bank {r['bank_mib']:.1f} MiB)"
                  if r["bank_mib"] else "") + f"; load {r['loadavg'][0]:.1f}", flush=True)
         del lat, poses
     if a.json:
         a.json.write_text(json.dumps(out, indent=1))
+
+
+def _malloc_trim():
+    """glibc's malloc_trim(0) (returns freed heap to the OS), or a no-op elsewhere."""
+    import ctypes
+
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        return lambda: libc.malloc_trim(0)
+    except (OSError, AttributeError):
+        return lambda: None
 
 
 if __name__ == "__main__":

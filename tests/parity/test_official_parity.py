@@ -140,6 +140,10 @@ def test_apply_and_core_ksampler_match_official_ddim_loop(pack, setup):
     noise = comfy.sample.prepare_noise(latent, seed)
     final = official.ddim(noise, STEPS, ctx, z_raw * 0.18215, poses.movedim(-1, 1))
     diff = float((out["samples"] * 0.18215 - final).abs().max())
+    ulp = torch.nextafter(noise, noise + 1) - noise   # the fp32 floor, as in the MagicPoseSample test above
+    jitter = ulp * torch.randint(-1, 2, noise.shape, generator=torch.Generator().manual_seed(0))
+    jittered = official.ddim(noise + jitter, STEPS, ctx, z_raw * 0.18215, poses.movedim(-1, 1))
+    floor = float((jittered - final).abs().max())
     record("parity: Apply + KSampler(ddim, magicpose_official) final latent max abs difference (official space)",
-           f"{diff:.2e}")
-    assert diff <= 1e-4
+           f"{diff:.2e}; fp32 floor {floor:.2e}")
+    assert diff <= max(1e-4, 2 * floor)
