@@ -910,7 +910,7 @@ def _main_split(args: argparse.Namespace, servers: list[str], workflow: dict, in
 
     if not args.out:
         raise UsageError("splitting over servers needs --out (the merged video)")
-    say = None if args.quiet else (lambda text: print(text, file=sys.stderr, flush=True))
+    say = None if args.quiet else (lambda text: (sys.stderr.write(text + "\n"), sys.stderr.flush()))
     job = SplitRender(servers, workflow, inputs, args.sets, args.out, parts_dir=args.parts_dir,
                       range_frames=args.range_frames, resume=args.resume, keep_parts=args.keep_parts, on_text=say,
                       range_timeout=args.timeout)
@@ -925,4 +925,8 @@ def _main_split(args: argparse.Namespace, servers: list[str], workflow: dict, in
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    # `python -m` runs this file as __main__; run the package's copy instead, so that the exceptions raised by
+    # split_render (which imports magicpose_core.client) are the classes main() catches.
+    from importlib import import_module
+
+    sys.exit(import_module(f"{__package__ or 'magicpose_core'}.client").main())

@@ -499,8 +499,9 @@ class SplitRender:
                     finish(rng, url, f"server lost: {str(e).split('. ')[0]}", dead=True)
                     return
                 except ClientError as e:
-                    log.warning("%s failed on %s: %s", rng.label, url, e)
-                    finish(rng, url, str(e))
+                    why = "; ".join(ln.strip() for ln in str(e).splitlines() if ln.strip())
+                    log.warning("%s failed on %s: %s", rng.label, url, why)
+                    finish(rng, url, why)
                     continue
                 except BaseException as e:                     # a bug: the range is not lost, the thread ends
                     finish(rng, url, f"{type(e).__name__}: {e}", dead=True)

@@ -535,3 +535,82 @@ def test_handshake_failures(reply, pattern):
     with pytest.raises(mws.WebSocketError, match=pattern):
         mws.WebSocket.connect(f"ws://127.0.0.1:{port}/ws", timeout=5)
     t.join(5)
+
+
+# --- split render: the plan and the workflow edits (pure) -----------------------------------------------------
+
+def split_workflow() -> dict:
+    from support.workflows import load_api
+
+    return load_api("video_dance_retarget")
+
+
+def test_plan_ranges_cover_balance_and_align():
+    from magicpose_core.split_render import FrameRange, plan_ranges
+
+    for total, servers, align, size in [(100, 2, 4, None), (10, 3, 1, None), (1800, 3, 4, None), (7, 2, 2, 2),
+                                        (5, 4, 1, None), (33, 1, 4, 5)]:
+        ranges = plan_ranges(total, servers, align, size)
+        assert ranges[0].start == 0 and ranges[-1].stop == total
+        assert all(a.stop == b.start for a, b in zip(ranges, ranges[1:]))          # contiguous, no overlap
+        assert all(r.start % align == 0 for r in ranges)                          # batches line up
+    assert len(plan_ranges(1800, 3, 4)) == 12                                      # 4 per server when long
+    assert [len(r) for r in plan_ranges(20, 2, 1)] == [10, 10]                    # >= 16 frames: one per server
+    assert plan_ranges(0, 2) == [] and FrameRange(4, 8).name == "000004-000007"
+    with pytest.raises(mc.UsageError, match="at least 1"):
+        plan_ranges(10, 2, 1, 0)
+
+
+def test_analyse_reads_selection_fps_audio_and_batch():
+    from magicpose_core.split_render import analyse
+
+    wf = split_workflow()
+    mc.apply_sets(wf, ["Frames.skip_first_frames=3", "Frames.select_every_nth=2", "Sampler.frame_batch=3"])
+    plan = analyse(wf)
+    assert plan.selection.skip_first_frames == 3 and plan.selection.select_every_nth == 2
+    assert (plan.fps, plan.audio, plan.align, plan.format) == ("selection", "selection", 3, "mp4")
+    assert plan.sampler_ids == ("10",) and plan.output_id == "12"
+
+
+@pytest.mark.parametrize("change,match", [
+    ({"Sampler.shared_noise": False}, "shared_noise is off"),
+    ({"Sampler.temporal_window": 4}, "temporal option"),
+    ({"Output.fps": ["6", 0]}, "its fps comes from"),
+    ({"Sampler.frame_batch": ["8", 3]}, "frame_batch must be a number"),
+])
+def test_analyse_refuses_what_would_not_be_exact(change, match):
+    from magicpose_core.split_render import analyse
+
+    wf = split_workflow()
+    mc.apply_sets(wf, change)
+    with pytest.raises(mc.UsageError, match=match):
+        analyse(wf)
+
+
+def test_analyse_refuses_other_outputs_and_samplers():
+    from magicpose_core.split_render import analyse
+
+    wf = split_workflow()
+    wf["12"]["class_type"] = "SaveImage"
+    with pytest.raises(mc.UsageError, match="MagicPose Frames to Video"):
+        analyse(wf)
+    wf = split_workflow()
+    wf["10"]["class_type"] = "KSampler"
+    with pytest.raises(mc.UsageError, match="needs MagicPose Sampler"):
+        analyse(wf)
+
+
+def test_range_workflow_cuts_the_poses_and_writes_a_lossless_part():
+    from magicpose_core.split_render import FrameRange, analyse, range_workflow
+
+    wf = split_workflow()
+    plan = analyse(wf)
+    part = range_workflow(wf, plan, FrameRange(8, 12), "abc")
+    cut = part["10"]["inputs"]["poses"][0]
+    assert part[cut]["class_type"] == "MagicPoseSelectFrames"
+    assert part[cut]["inputs"]["images"] == wf["10"]["inputs"]["poses"]
+    assert (part[cut]["inputs"]["skip_first_frames"], part[cut]["inputs"]["frame_load_cap"]) == (8, 4)
+    out = part["12"]["inputs"]
+    assert out["format"] == "mkv" and out["save_output"] is False and "audio" not in out
+    assert out["filename_prefix"] == "MagicPose/parts/abc_000008-000011"
+    assert wf["10"]["inputs"]["poses"] == ["9", 0] and "audio" in wf["12"]["inputs"]       # the original is untouched

@@ -238,7 +238,7 @@ def test_ranges_failing_everywhere_are_listed_and_exit_1(servers, samples, sets,
     r = client(*base_args(samples, bad, out, *(s.url for s in servers)), "--range-frames", "4")
     assert r.returncode == 1, r.stderr
     assert "3 of 3 ranges failed" in r.stderr and "frames 0-3:" in r.stderr and "frames 8-9:" in r.stderr
-    assert "missing.safetensors" in r.stderr and "--resume" in r.stderr and "Traceback" not in r.stderr
+    assert "missing.safetensors" in r.stderr and "--resume" in r.stderr and "Traceback" not in r.stderr, r.stderr
     assert not out.exists()
 
 
