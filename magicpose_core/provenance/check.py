@@ -62,13 +62,13 @@ class ProvenanceReport:
 
     def text(self) -> str:
         lines = [f"{self.source}: {self.kind} {self.width}x{self.height}"
-                 + (f", {self.frame_count} frames" if self.frame_count else "")]
+                 + (f", {self.frame_count} frames" if self.frame_count and self.frame_count > 1 else "")]
         if self.watermark is not None:
             w = self.watermark
             lines.append(f"  watermark: {'PRESENT' if w.present else 'not found'} "
                          f"(bit accuracy {w.bit_accuracy:.3f} = {w.matching_bits}/{BITS} vs {w.matched}, "
                          f"threshold {PRESENT_MIN_BITS}/{BITS}; mean per frame {w.frame_accuracy:.3f} "
-                         f"over {w.frames} frames)")
+                         f"over {w.frames} frame{'s' if w.frames > 1 else ''})")
             lines.append(f"  decoded payload: {w.payload}"
                          + (f" (bits as read: {w.raw_payload})" if w.raw_payload != w.payload else ""))
         else:
