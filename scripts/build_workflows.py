@@ -45,8 +45,17 @@ ROOT = Path(__file__).resolve().parents[1]
 WORKFLOWS = ROOT / "workflows"
 API_DIR = WORKFLOWS / "api"
 
-SD15_CKPT = "model_state-110000.sd15.fp16.safetensors"   # `checkpoint convert ... --with-sd15` output
-MAGICPOSE_CKPT = "model_state-110000.th"                   # the official file (converted on first load)
+SD15_CKPT = "model_state-110000.sd15.fp16.safetensors"   # written by `python -m magicpose_core.checkpoint convert`
+MAGICPOSE_CKPT = "model_state-110000.pth"                  # the official .th under a name the frontend knows
+# ComfyUI's model metadata (node `properties.models`, read by the frontend's missing-models dialog, which offers a
+# download only for huggingface.co/civitai URLs and .safetensors/.sft/.ckpt/.pth/.pt names). The SD1.5 part is
+# not hosted anywhere (the converter writes it), so its URL is the README section that says how.
+MODELS = {
+    MAGICPOSE_CKPT: {"name": MAGICPOSE_CKPT, "url": "https://huggingface.co/Boese0601/MagicDance/resolve/main/"
+                     "model_state-110000.th", "directory": "magicpose"},
+    SD15_CKPT: {"name": SD15_CKPT, "url": "https://github.com/magicpose-comfyui/magicpose#weights",
+                "directory": "checkpoints"},
+}
 PACK_ID = "magicpose"                                      # pyproject [project] name (registry id)
 WIDGET_TYPES = ("INT", "FLOAT", "STRING", "BOOLEAN", "COMBO")
 UPLOAD_VALUE = "image"                                     # what the frontend stores for the upload button
@@ -347,6 +356,8 @@ def ui_format(g: Graph) -> dict:
         if node.title:
             entry["title"] = node.title
         entry["properties"] = {"Node name for S&R": node.type, "cnr_id": d.cnr_id}
+        if models := [MODELS[v] for v in values if isinstance(v, str) and v in MODELS]:
+            entry["properties"]["models"] = models
         entry["widgets_values"] = values
         if node.color:
             entry["color"] = node.color
@@ -499,9 +510,11 @@ def stylised_reference() -> Graph:
 
 
 STYLE_PROMPT = "an oil painting, impressionist brush strokes, warm colours"
-_WEIGHTS = (f"**Weights**: `{MAGICPOSE_CKPT}` in `models/magicpose/` (MagicPose model) and `{SD15_CKPT}` in "
-            "`models/checkpoints/` (Checkpoint), written by `python -m magicpose_core.checkpoint convert "
-            f"models/magicpose/{MAGICPOSE_CKPT} models/checkpoints --with-sd15` (see the README).")
+_WEIGHTS = (f"**Weights**: `{MAGICPOSE_CKPT}` in `models/magicpose/` (MagicPose model: the official "
+            "`model_state-110000.th` from Hugging Face Boese0601/MagicDance, saved under this name; the "
+            f"missing-models dialog offers it) and `{SD15_CKPT}` in `models/checkpoints/` (Checkpoint: the SD1.5 "
+            "bundled in the same file), written by `python -m magicpose_core.checkpoint convert` run in the pack's "
+            "folder (ComfyUI/custom_nodes/...) with the Python that runs ComfyUI (see the README).")
 _HEADLESS = ("**Headless**: `python -m magicpose_core.client run workflows/api/{name}_api.json {args} --out {out}` "
              "fills the nodes titled *Reference*, *Driving video* / *Driving poses* and downloads *Output*; "
              "`--set \"Sampler.steps=20\"` changes any input.")

@@ -46,8 +46,11 @@ def test_committed_files_are_the_generators_output():
         assert path.is_file(), f"{path} missing: run scripts/build_workflows.py"
         assert path.read_text(encoding="utf-8") == text, f"{path} differs from the generator: run " \
                                                          "scripts/build_workflows.py"
-    # nothing else in the folders: no stale workflow, no binary thumbnail committed by accident
-    assert sorted(p.name for p in WORKFLOWS.iterdir() if p.is_file()) == sorted(f"{n}.json" for n in NAMES)
+    # nothing else in the folders: no stale workflow; one small thumbnail per workflow (scripts/build_thumbnails.py)
+    assert sorted(p.name for p in WORKFLOWS.iterdir() if p.is_file()) == sorted(
+        [f"{n}.json" for n in NAMES] + [f"{n}.jpg" for n in NAMES])
+    for n in NAMES:
+        assert (WORKFLOWS / f"{n}.jpg").stat().st_size < 64 << 10, f"{n}.jpg: thumbnails stay small"
     assert sorted(p.name for p in API_DIR.iterdir()) == sorted(f"{n}_api.json" for n in NAMES)
     assert gen.main(["--check"]) == 0
 
@@ -148,7 +151,7 @@ def test_official_defaults(name):
         i = api[nid]["inputs"]
         assert (i["width"], i["height"], i["fit"]) == (512, 512, "center_crop"), nid
     assert api[titled(api, "Checkpoint")[0]]["inputs"]["ckpt_name"] == "model_state-110000.sd15.fp16.safetensors"
-    assert api[titled(api, "MagicPose model")[0]]["inputs"]["ckpt_name"] == "model_state-110000.th"
+    assert api[titled(api, "MagicPose model")[0]]["inputs"]["ckpt_name"] == "model_state-110000.pth"
     assert api[titled(api, "MagicPose model")[0]]["inputs"]["download"] is False   # never touches the network
     assert api[titled(api, "Negative prompt")[0]]["inputs"]["text"] == ""
     if name != "stylised_reference":
@@ -265,6 +268,33 @@ def test_notes_name_the_weights_and_the_headless_command():
         notes = [n for n in load_ui(name)["nodes"] if n["type"] == "MarkdownNote"]
         assert len(notes) == 1
         text = notes[0]["widgets_values"][0]
-        assert "model_state-110000.th" in text and "--with-sd15" in text
+        assert "model_state-110000.th" in text and "model_state-110000.pth" in text
+        assert "`python -m magicpose_core.checkpoint convert` run in the pack" in text
         assert f"workflows/api/{name}_api.json" in text
         json.dumps(text)
+
+
+# The rules of ComfyUI_frontend 1.47 (missingModelDownload: isModelDownloadable; settingStore: isModelFileName)
+DOWNLOAD_HOSTS = ("https://civitai.com/", "https://civitai.red/", "https://huggingface.co/", "http://localhost:")
+DOWNLOAD_SUFFIXES = (".safetensors", ".sft", ".ckpt", ".pth", ".pt")
+MODEL_SUFFIXES = (".safetensors", ".ckpt", ".pt", ".pth", ".bin", ".sft", ".onnx", ".gguf")
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_model_metadata_lets_the_frontend_flag_and_offer_the_weights(name):
+    from magicpose_core import hub
+
+    ui = load_ui(name)
+    found = {}
+    for node in ui["nodes"]:
+        for m in node.get("properties", {}).get("models", []):
+            assert set(m) == {"name", "url", "directory"}
+            assert m["name"] in node["widgets_values"]     # the frontend keeps only entries naming a widget value
+            assert m["name"].lower().endswith(MODEL_SUFFIXES)  # else its missing-models scan skips the widget
+            found[node["type"]] = m
+    mp, sd15 = found["MagicPoseLoadModel"], found["CheckpointLoaderSimple"]
+    assert (mp["name"], mp["directory"], mp["url"]) == (hub.LOCAL_FILENAME, "magicpose", hub.DOWNLOAD_URL)
+    assert mp["url"].startswith(DOWNLOAD_HOSTS) and mp["name"].endswith(DOWNLOAD_SUFFIXES)   # offered for download
+    assert (sd15["name"], sd15["directory"]) == (hub.SD15_FILENAME, "checkpoints")
+    assert not sd15["url"].startswith(DOWNLOAD_HOSTS)   # not hosted anywhere: the dialog shows where to read how
+    assert sd15["url"].endswith("#weights")

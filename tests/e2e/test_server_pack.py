@@ -2,6 +2,8 @@
 MagicPoseSample end to end (API-format prompt, websocket progress and previews)."""
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 from PIL import Image
@@ -49,16 +51,58 @@ def test_loader_converts_the_official_file_once_and_succeeds(server, factory_fil
     assert parts == [f"{stem}.appearance.fp16.safetensors", f"{stem}.pose_controlnet.fp16.safetensors"]
 
 
+def _assert_no_machine_path(server, text: str) -> None:
+    for path in (server.base_dir, server.comfy_path, Path(__file__).resolve().parents[2]):
+        assert str(path) not in text, (str(path), text)
+
+
 def test_missing_official_weights_error_says_what_to_do(server):
-    info = server.get_json("/object_info/MagicPoseLoadModel")["MagicPoseLoadModel"]
-    assert "model_state-110000.th" in info["input"]["required"]["ckpt_name"][1]["options"]
+    from magicpose_core import hub
+
+    options = server.get_json("/object_info/MagicPoseLoadModel")["MagicPoseLoadModel"]["input"]["required"][
+        "ckpt_name"][1]["options"]
+    assert hub.FILENAME not in options and hub.LOCAL_FILENAME not in options   # only files that exist ...
+    assert hub.download_choice() in options                                     # ... and the explicit download entry
     prompt = {"1": {"class_type": "MagicPoseLoadModel",
-                    "inputs": {"ckpt_name": "model_state-110000.th", "weight_dtype": "default", "download": False}},
+                    "inputs": {"ckpt_name": hub.download_choice(), "weight_dtype": "default", "download": False}},
               "2": {"class_type": "PreviewAny", "inputs": {"source": ["1", 0]}}}
     result = server.run(prompt, timeout=120)
     assert result.status == "error"
     msg = result.error_message()
-    assert "model_state-110000.th" in msg and "models" in msg and "download" in msg
+    assert hub.FILENAME in msg and hub.LOCAL_FILENAME in msg and "models/magicpose" in msg and "download" in msg
+    assert f"`{hub.CONVERT_COMMAND}` in ComfyUI's custom_nodes/" in msg
+    assert msg.startswith("FileNotFoundError: ")
+    _assert_no_machine_path(server, msg)
+    # a workflow naming the absent file is refused at validation (what the frontend's missing-models check expects)
+    prompt["1"]["inputs"]["ckpt_name"] = hub.LOCAL_FILENAME
+    status, body = server.queue(prompt)
+    assert status == 400 and "value_not_in_list" in str(body), body
+
+
+@pytest.mark.parametrize("content", [b"random", b"html", b"lfs"])
+def test_a_file_that_is_not_safetensors_gets_advice_without_machine_paths(server, content):
+    rng = np.random.default_rng(0)
+    data = {b"random": rng.integers(0, 256, 4096, dtype=np.uint8).tobytes(),
+            b"html": b"<!DOCTYPE html><html><body>Repository not found</body></html>",
+            b"lfs": b"version https://git-lfs.github.com/spec/v1\noid sha256:00\nsize 2400000000\n"}[content]
+    name = f"junk_{content.decode()}.safetensors"
+    path = server.base_dir / "models" / "magicpose" / name
+    path.write_bytes(data)
+    try:
+        prompt = {"1": {"class_type": "MagicPoseLoadModel",
+                        "inputs": {"ckpt_name": name, "weight_dtype": "default", "download": False}},
+                  "2": {"class_type": "PreviewAny", "inputs": {"source": ["1", 0]}}}
+        result = server.run(prompt, timeout=120)
+    finally:
+        path.unlink()
+    assert result.status == "error"
+    event = next(e["data"] for e in result.events if e.get("type") == "execution_error")
+    # ComfyUI reports type(e).__module__ + "." + qualname; the pack is imported under its folder path as module name
+    assert event["exception_type"] == "magicpose_core.checkpoint.CheckpointError", event["exception_type"]
+    msg = event["exception_message"]
+    assert "no valid header" not in msg and name in msg and "Re-download" in msg
+    assert {"random": "damaged", "html": "web page", "lfs": "Git LFS"}[content.decode()] in msg
+    _assert_no_machine_path(server, msg)
 
 
 def _pose_png(path, size: int = 64) -> None:
