@@ -137,8 +137,13 @@ def _link(value: Any) -> tuple[str, int] | None:
 def check_temporal(wf: Mapping, sampler_id: str) -> None:
     """Hook for temporal options (issue 13): a switched-on `temporal*` sampler input would make frames depend on
     frames outside their range; until ranges carry anchor frames for them, such runs are refused."""
-    for name, value in wf[sampler_id]["inputs"].items():
-        if name.startswith(TEMPORAL_PREFIX) and value not in (False, 0, 0.0, None, "", "off", "none", "disabled"):
+    inputs = wf[sampler_id]["inputs"]
+    if "temporal_mode" in inputs:                          # the switch; strength/start/end only act when it is on
+        switches = {"temporal_mode": inputs["temporal_mode"]}
+    else:
+        switches = {k: v for k, v in inputs.items() if k.startswith(TEMPORAL_PREFIX)}
+    for name, value in switches.items():
+        if value not in (False, 0, 0.0, None, "", "off", "none", "disabled"):
             raise UsageError(f"{node_label(wf, sampler_id)}: '{name}' = {value!r} is a temporal option (frames depend "
                              "on other frames), so a frame-range split would not equal a single render; switch it "
                              "off or render on one server (one --server)")

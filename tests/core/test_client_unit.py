@@ -574,7 +574,7 @@ def test_analyse_reads_selection_fps_audio_and_batch():
 
 @pytest.mark.parametrize("change,match", [
     ({"Sampler.shared_noise": False}, "shared_noise is off"),
-    ({"Sampler.temporal_window": 4}, "temporal option"),
+    ({"Sampler.temporal_mode": "previous"}, "temporal option"),
     ({"Output.fps": ["6", 0]}, "its fps comes from"),
     ({"Sampler.frame_batch": ["8", 3]}, "frame_batch must be a number"),
 ])
