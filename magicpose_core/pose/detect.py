@@ -25,6 +25,7 @@ from __future__ import annotations
 import logging
 import os
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Callable, Iterable, Protocol, runtime_checkable
 
 import numpy as np
@@ -128,7 +129,8 @@ def resolve_weights(name: str, weights_dir: str | None, allow_download: bool = F
     missing = [f for f, p in paths.items() if not os.path.isfile(p)]
     if not missing:
         return paths
-    hint = _hint(name, missing, os.path.abspath(folder) if weights_dir else folder)
+    shown = os.path.join(*Path(os.path.abspath(folder)).parts[-3:])  # e.g. models/magicpose/dwpose, no machine path
+    hint = _hint(name, missing, shown)
     if not allow_download:
         raise MissingWeightsError(f"{hint}, or enable allow_download to fetch them once.")
     if weights_dir is None:
