@@ -1,9 +1,11 @@
 """MagicPoseApply: MagicPose as a MODEL patch + positive conditioning, for any KSampler / SamplerCustom."""
 from __future__ import annotations
 
+from ..magicpose_core.temporal import TemporalOptions
 from ._api import io
 from .patching import MagicPoseOptions, apply_magicpose, attach_pose_control
 from .sampling import as_reference, check_poses
+from .temporal import add_temporal_sources
 from .types import MagicPoseModelType, MagicPoseReferenceType
 
 
@@ -55,6 +57,22 @@ class MagicPoseApply(io.ComfyNode):
                                advanced=True,
                                tooltip="Run the networks under torch autocast in this precision. off = the MODEL's "
                                "own dtype (official: fp32 on CPUs)."),
+                io.Combo.Input("temporal_mode", options=["off", "first", "previous", "both"], default="off",
+                               optional=True, advanced=True,
+                               tooltip="Temporal sources (not in the official model): each frame's self-attention "
+                               "also reads the first frame's, the previous frame's, or both frames' states at the "
+                               "same step (frame 0 is unchanged). May steady appearance across frames; measure "
+                               "flicker on your renders. Official: off."),
+                io.Float.Input("temporal_strength", default=1.0, min=0.0, max=2.0, step=0.05, optional=True,
+                               advanced=True,
+                               tooltip="Softmax weight of the anchor frames' tokens (as reference_strength): "
+                               "1 = plain, 0 = off."),
+                io.Float.Input("temporal_start", default=0.0, min=0.0, max=1.0, step=0.01, optional=True,
+                               advanced=True,
+                               tooltip="Sampling progress at which the temporal sources start being used."),
+                io.Float.Input("temporal_end", default=1.0, min=0.0, max=1.0, step=0.01, optional=True,
+                               advanced=True,
+                               tooltip="Sampling progress after which the temporal sources stop."),
             ],
             outputs=[
                 io.Model.Output(display_name="MODEL", tooltip="The patched MODEL (sample it with the outputs below)."),
@@ -67,10 +85,12 @@ class MagicPoseApply(io.ComfyNode):
     def execute(cls, model, magicpose, reference, poses, positive, negative, reference_strength: float,
                 pose_strength: float, reference_start: float = 0.0, reference_end: float = 1.0,
                 pose_start: float = 0.0, pose_end: float = 1.0, frame_batch: int = 0,
-                autocast: str = "off") -> io.NodeOutput:
+                autocast: str = "off", temporal_mode: str = "off", temporal_strength: float = 1.0,
+                temporal_start: float = 0.0, temporal_end: float = 1.0) -> io.NodeOutput:
         check_poses(poses)
         options = MagicPoseOptions(reference_strength, reference_start, reference_end, frame_batch=frame_batch,
                                    autocast=autocast)
         m = apply_magicpose(model, magicpose, as_reference(reference), options)
+        m = add_temporal_sources(m, TemporalOptions(temporal_mode, temporal_strength, temporal_start, temporal_end))
         pos = attach_pose_control(positive, magicpose.pose_controlnet, poses, pose_strength, pose_start, pose_end)
         return io.NodeOutput(m, pos, negative)

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import comfy.samplers
 
+from ..magicpose_core.temporal import TemporalOptions
 from ._api import io
 from .official_schedule import scheduler_names
 from .patching import MagicPoseOptions
@@ -77,6 +78,26 @@ class MagicPoseSample(io.ComfyNode):
                 io.Noise.Input("noise", optional=True,
                                tooltip="Initial noise from a NOISE node (RandomNoise, DisableNoise, ...) instead of "
                                "the seed, e.g. a given x_T; with shared_noise one x_T (batch 1) serves every frame."),
+                io.Combo.Input("temporal_mode", options=["off", "first", "previous", "both"], default="off",
+                               optional=True, advanced=True,
+                               tooltip="Temporal sources (not in the official model): each frame's self-attention "
+                               "also reads the first frame's, the previous frame's, or both frames' states at the "
+                               "same step (frame 0 is unchanged). May steady appearance across frames; measure "
+                               "flicker on your renders. Official: off."),
+                io.Float.Input("temporal_strength", default=1.0, min=0.0, max=2.0, step=0.05, optional=True,
+                               advanced=True,
+                               tooltip="Softmax weight of the anchor frames' tokens (as reference_strength): "
+                               "1 = plain, 0 = off."),
+                io.Float.Input("temporal_start", default=0.0, min=0.0, max=1.0, step=0.01, optional=True,
+                               advanced=True,
+                               tooltip="Sampling progress at which the temporal sources start being used."),
+                io.Float.Input("temporal_end", default=1.0, min=0.0, max=1.0, step=0.01, optional=True,
+                               advanced=True,
+                               tooltip="Sampling progress after which the temporal sources stop."),
+                io.Image.Input("anchor_pose", optional=True, advanced=True,
+                               tooltip="Only when rendering part of a video on its own with temporal_mode first or "
+                               "both: the video's first pose map, rendered as a hidden first frame so that the part "
+                               "anchors on the same frame as the whole video (use shared_noise)."),
             ],
             outputs=[io.Latent.Output(tooltip="One latent per pose frame; decode with VAE Decode.")],
         )
@@ -85,10 +106,12 @@ class MagicPoseSample(io.ComfyNode):
     def execute(cls, model, magicpose, reference, poses, positive, negative, seed: int, steps: int, cfg: float,
                 sampler_name: str, scheduler: str, denoise: float, frame_batch: int, shared_noise: bool,
                 reference_strength: float = 1.0, pose_strength: float = 1.0, park_bank_on_cpu: bool = False,
-                autocast: str = "off", noise=None) -> io.NodeOutput:
+                autocast: str = "off", noise=None, temporal_mode: str = "off", temporal_strength: float = 1.0,
+                temporal_start: float = 0.0, temporal_end: float = 1.0, anchor_pose=None) -> io.NodeOutput:
+        temporal = TemporalOptions(temporal_mode, temporal_strength, temporal_start, temporal_end)
         options = MagicPoseOptions(reference_strength=reference_strength, park_bank_on_cpu=park_bank_on_cpu,
                                    autocast=autocast)
         latent = magicpose_sample(model, magicpose, reference, poses, positive, negative, seed, steps, cfg,
                                   sampler_name, scheduler, denoise, frame_batch, shared_noise, options, pose_strength,
-                                  noise=noise)
+                                  noise=noise, temporal=temporal, anchor_pose=anchor_pose)
         return io.NodeOutput(latent)

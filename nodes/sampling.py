@@ -18,8 +18,10 @@ import latent_preview
 import torch
 
 from ..magicpose_core.reference import MagicPoseReference
+from ..magicpose_core.temporal import TemporalOptions
 from .official_schedule import register_official_scheduler
 from .patching import MagicPoseOptions, apply_magicpose, attach_pose_control, magicpose_run
+from .temporal import add_temporal_sources, with_anchor_frame
 
 log = logging.getLogger("MagicPose")
 
@@ -67,17 +69,22 @@ def initial_noise(noise_source, latent: torch.Tensor, seed: int, shared: bool) -
 def magicpose_sample(model, magicpose, reference, poses: torch.Tensor, positive, negative, seed: int, steps: int,
                      cfg: float, sampler_name: str, scheduler: str, denoise: float = 1.0, frame_batch: int = 4,
                      shared_noise: bool = True, options: MagicPoseOptions | None = None,
-                     pose_strength: float = 1.0, noise=None) -> dict:
+                     pose_strength: float = 1.0, noise=None, temporal: TemporalOptions | None = None,
+                     anchor_pose: torch.Tensor | None = None) -> dict:
     """Sample one latent per pose frame; returns a LATENT {"samples": (N, 4, H/8, W/8)}.
 
     `noise`: an optional core NOISE object giving x_T instead of `seed`. `options.frame_batch` is set from
-    `frame_batch` (frames the networks see at once)."""
+    `frame_batch` (frames the networks see at once). `temporal`: temporal sources (nodes/temporal.py; off by
+    default); `anchor_pose`: the video's first pose map, rendered as a hidden frame 0 when a frame range renders on
+    its own (temporal mode first/both)."""
     check_poses(poses)
+    poses, hidden = with_anchor_frame(poses, anchor_pose, temporal)  # temporal sources: a range's hidden frame 0
     register_official_scheduler()  # idempotent; normally done at pack load
     ref = as_reference(reference)
     n, h, w = poses.shape[0], poses.shape[1] // 8, poses.shape[2] // 8
     options = dataclasses.replace(options or MagicPoseOptions(), frame_batch=max(1, int(frame_batch)))
     m = apply_magicpose(model, magicpose, ref, options)
+    m = add_temporal_sources(m, temporal or TemporalOptions(), options.park_bank_on_cpu, options.strict_sites)
     run = magicpose_run(m)
 
     latent = comfy.sample.fix_empty_latent_channels(m, torch.zeros((n, 4, h, w)))
@@ -98,4 +105,4 @@ def magicpose_sample(model, magicpose, reference, poses: torch.Tensor, positive,
     log.info("MagicPose: %d frames (%d at a time), %d steps: appearance model ran %d times (%d bank hits), "
              "bank cache peak %.1f MiB", n, options.frame_batch, steps, run.stats.acm_calls, run.stats.hits,
              run.stats.peak_cache_bytes / 2 ** 20)
-    return {"samples": samples.float()}
+    return {"samples": samples[hidden:].float()}

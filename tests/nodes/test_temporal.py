@@ -207,3 +207,23 @@ def test_anchor_states_parked_on_cpu_and_released_after_an_interrupt(pack, model
     assert len(trun.cache) == 0 and trun.stats.recorded > 0
     again, _ = _video(pack, models, _options(pack, "previous"), frame_batch=1, frames=3)
     assert torch.isfinite(again).all()
+
+
+def test_sampler_node_path_and_a_frame_range_with_the_anchor_pose(pack, models):
+    """MagicPose Sampler with temporal 'first': frames 2-3 rendered on their own with the video's first pose as
+    anchor_pose equal frames 2-3 of the whole video (what a render split over servers needs)."""
+    unet, mp = models
+    ctx = text_context()
+    temporal = _options(pack, "first", strength=0.8)
+    poses = pose_maps(4)
+    sample = pack.nodes.sampling.magicpose_sample
+    args = (unet, mp, {"samples": reference_latent(SIZE)})
+    rest = (conditioning(ctx), conditioning(ctx), 0, 2, 7.0, "ddim", "ddim_uniform")
+    whole = sample(*args, poses, *rest, frame_batch=2, temporal=temporal)["samples"]
+    part = sample(*args, poses[2:], *rest, frame_batch=2, temporal=temporal, anchor_pose=poses[:1])["samples"]
+    alone = sample(*args, poses[2:], *rest, frame_batch=2, temporal=temporal)["samples"]
+    assert part.shape == (2, 4, SIZE // 8, SIZE // 8)
+    assert _rel(part, whole[2:]) <= 5e-5          # fp32 batch-size floor ~1.5e-5 (other chunk composition)
+    assert _rel(alone, whole[2:]) > 1e-3          # without it the range anchors on its own first frame
+    with pytest.raises(ValueError, match="same size"):
+        sample(*args, poses[2:], *rest, temporal=temporal, anchor_pose=pose_maps(1, 32))
