@@ -11,7 +11,7 @@
 # Real weights, looked for in this order: .cache/demo/models/{magicpose,checkpoints}/, then $MAGICPOSE_MODELS (a
 # folder with the files, flat or in magicpose/ and checkpoints/ subfolders), then $COMFYUI_MODELS (an existing
 # ComfyUI models folder: magicpose/ and checkpoints/). Needed:
-#   - MagicPose: model_state-110000.th (official, 9.15 GB), or its converted model_state-110000.appearance.*
+#   - MagicPose: model_state-110000.pth or .th (official, 9.15 GB), or its converted model_state-110000.appearance.*
 #     and .pose_controlnet.* safetensors;
 #   - SD1.5: model_state-110000.sd15.fp16.safetensors, the SD1.5 bundled in the official file, written by
 #     `python -m magicpose_core.checkpoint convert DIR/model_state-110000.th DIR --with-sd15`.
@@ -84,7 +84,7 @@ else
   ck_dirs=("$BASE/models/checkpoints" "${MAGICPOSE_MODELS:+$MAGICPOSE_MODELS/checkpoints}"
            "${COMFYUI_MODELS:+$COMFYUI_MODELS/checkpoints}" "${mp_dirs[@]}")
   looked="$(printf '%s ' "${mp_dirs[@]}" "${ck_dirs[@]:0:3}" | tr -s ' ')"
-  th="$(first_match model_state-110000.th "${mp_dirs[@]}" || true)"
+  th="$(first_match model_state-110000.pth "${mp_dirs[@]}" || first_match model_state-110000.th "${mp_dirs[@]}" || true)"
   app="$(first_match 'model_state-110000.appearance.*safetensors' "${mp_dirs[@]}" || true)"
   pose=""
   [ -n "$app" ] && pose="$(first_match 'model_state-110000.pose_controlnet.*safetensors' "$(dirname "$app")" || true)"
@@ -99,7 +99,7 @@ from magicpose_core import hub
 print("[demo] " + hub.missing_weights_message(sys.argv[2]))
 EOF
     say "then write the SD1.5 part next to it: .venv/bin/python -m magicpose_core.checkpoint convert" \
-        "$BASE/models/magicpose/model_state-110000.th $BASE/models/magicpose --with-sd15"
+        "$BASE/models/magicpose/model_state-110000.pth $BASE/models/magicpose --with-sd15"
     say "(or set MAGICPOSE_MODELS / COMFYUI_MODELS to where the files are). DEMO_WEIGHTS=tiny make demo runs" \
         "the same path on random weights."
     exit 2

@@ -15,6 +15,7 @@ flags are those of ``comfyui-integration.md`` §12. Chromium is ended by PID and
 """
 from __future__ import annotations
 
+import io
 import json
 import re
 import time
@@ -403,3 +404,38 @@ def test_player_leaves_other_node_types_alone(page, uploaded_frames):
     _executed(page, "window.__mpNode", uploaded_frames)
     page.wait_for("(window.__mpNode.imgs || []).length === 3", timeout=20)
     assert _player(page) is None
+
+
+# --- template browser ---------------------------------------------------------------------------------------------
+# drawn thumbnails of our size (scripts/build_thumbnails.py: 480x300; the frontend may load them through blob URLs)
+THUMBS_DRAWN = """[...document.querySelectorAll('img')].filter(
+    (i) => i.complete && i.naturalWidth === 480 && i.naturalHeight === 300).length"""
+
+
+def test_template_browser_shows_our_workflows_with_thumbnails(server, page):
+    names = sorted(p.stem for p in WORKFLOWS)
+    listed = server.get_json("/api/workflow_templates")
+    assert sorted(listed[PACK_DIR_NAME]) == names
+    for name in names:
+        status, body = server.request("GET", f"/api/workflow_templates/{PACK_DIR_NAME}/{name}.jpg")
+        assert status == 200 and body[:3] == b"\xff\xd8\xff", name
+        with Image.open(io.BytesIO(body)) as im:
+            assert im.format == "JPEG" and im.width >= 256, (name, im.size)
+    page.evaluate("app.extensionManager.command.execute('Comfy.BrowseTemplates').then(() => true)")
+    page.wait_for(f"document.body.innerText.includes({json.dumps(PACK_DIR_NAME)})", timeout=60)
+    # the pack's own category under "Extensions" (the frontend names it after the custom_nodes folder)
+    page.evaluate(f"""(() => {{
+        const el = [...document.querySelectorAll('*')].filter(
+            (e) => e.children.length === 0 && e.textContent.trim() === {json.dumps(PACK_DIR_NAME)});
+        el[el.length - 1].click(); return true; }})()""")
+    page.wait_for(f"document.body.innerText.includes('Showing {len(names)} of {len(names)} templates')", timeout=60)
+    assert page.wait_for(f"{THUMBS_DRAWN} >= {len(names)}", timeout=60)
+    text = page.evaluate("document.body.innerText")
+    for name in names:
+        assert name in text and name.replace("_", " ") in text     # title and description: the file name
+    page.evaluate("new Promise((r) => setTimeout(r, 500)).then(() => true)")
+    path = page.screenshot(LOGS / "browser_template_browser.png")
+    with Image.open(path) as im:
+        assert np.asarray(im.convert("RGB")).std() > 5
+    page.evaluate("document.dispatchEvent(new KeyboardEvent('keydown', {key: 'Escape', bubbles: true})) || true")
+    assert own_errors(page) == []

@@ -403,7 +403,8 @@ def test_demo_without_weights_says_what_to_put_where_and_exits_2(comfy_root, tmp
     r = run_demo(comfy_root, base, out)
     assert r.returncode == 2, r.stderr
     for text in ("model_state-110000.th", f"in {base}/models/magicpose", "huggingface.co/Boese0601/MagicDance",
-                 f"checkpoint download --dir {base}/models/magicpose", "--with-sd15", "MAGICPOSE_MODELS",
+                 "model_state-110000.pth", "python -m magicpose_core.checkpoint convert", "--with-sd15",
+                 "MAGICPOSE_MODELS",
                  "DEMO_WEIGHTS=tiny"):
         assert text in r.stderr, (text, r.stderr)
     assert "starting ComfyUI" not in r.stderr and not out.exists()
