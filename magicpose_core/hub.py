@@ -44,7 +44,7 @@ class HubError(RuntimeError):
 
 def convert_instructions() -> str:
     """How to run CONVERT_COMMAND, naming the pack folder (not a full path)."""
-    pack = Path(__file__).resolve().parents[1].name
+    pack = Path(os.path.abspath(__file__)).parents[1].name  # the folder name ComfyUI loaded (a link's own name)
     return f"`{CONVERT_COMMAND}` in ComfyUI's custom_nodes/{pack} folder, with the Python that runs ComfyUI"
 
 
@@ -134,6 +134,7 @@ def download_official(dest_dir: str | os.PathLike | None = None, progress: Calla
                        f"Download {URL} by hand into {dest}.") from e
     os.replace(path, target)  # the hub's .th under the name the workflows use
     return target
+
 
 # --- small auxiliary files (DWPose's ONNX pair): quick probe, then huggingface_hub's own download -----------------
 

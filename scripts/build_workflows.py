@@ -94,6 +94,9 @@ def S(name: str, type: str, default: Any = None, optional: bool = False, control
 
 
 REF_TYPES = "MAGICPOSE_REFERENCE,LATENT"
+# temporal sources on MagicPose Sampler / Apply (nodes/temporal.py): advanced, off by default
+_TEMPORAL_SLOTS = (S("temporal_mode", "COMBO", "off", True), S("temporal_strength", "FLOAT", 1.0, True),
+                   S("temporal_start", "FLOAT", 0.0, True), S("temporal_end", "FLOAT", 1.0, True))
 NODE_DEFS: dict[str, NodeDef] = {
     "CheckpointLoaderSimple": NodeDef("Load Checkpoint", (S("ckpt_name", "COMBO"),),
                                       (("MODEL", "MODEL"), ("CLIP", "CLIP"), ("VAE", "VAE"))),
@@ -144,14 +147,17 @@ NODE_DEFS: dict[str, NodeDef] = {
         S("steps", "INT", 50), S("cfg", "FLOAT", 7.0), S("sampler_name", "COMBO", "ddim"),
         S("scheduler", "COMBO", "ddim_uniform"), S("denoise", "FLOAT", 1.0), S("frame_batch", "INT", 4),
         S("shared_noise", "BOOLEAN", True), S("reference_strength", "FLOAT", 1.0, True),
-        S("pose_strength", "FLOAT", 1.0, True), S("park_bank_on_cpu", "BOOLEAN", False, True)),
+        S("pose_strength", "FLOAT", 1.0, True), S("park_bank_on_cpu", "BOOLEAN", False, True),
+        S("autocast", "COMBO", "off", True), S("noise", "NOISE", optional=True),
+        *_TEMPORAL_SLOTS, S("anchor_pose", "IMAGE", optional=True)),
         (("LATENT", "LATENT"),), cnr_id=PACK_ID),
     "MagicPoseApply": NodeDef("MagicPose Apply", (
         S("model", "MODEL"), S("magicpose", "MAGICPOSE_MODEL"), S("reference", REF_TYPES), S("poses", "IMAGE"),
         S("positive", "CONDITIONING"), S("negative", "CONDITIONING"), S("reference_strength", "FLOAT", 1.0),
         S("pose_strength", "FLOAT", 1.0), S("reference_start", "FLOAT", 0.0, True),
         S("reference_end", "FLOAT", 1.0, True), S("pose_start", "FLOAT", 0.0, True),
-        S("pose_end", "FLOAT", 1.0, True)),
+        S("pose_end", "FLOAT", 1.0, True), S("frame_batch", "INT", 0, True), S("autocast", "COMBO", "off", True),
+        *_TEMPORAL_SLOTS),
         (("MODEL", "MODEL"), ("positive", "CONDITIONING"), ("negative", "CONDITIONING")), cnr_id=PACK_ID),
     "MagicPoseSelectFrames": NodeDef("MagicPose Select Frames", (
         S("frame_load_cap", "INT", 0), S("skip_first_frames", "INT", 0), S("select_every_nth", "INT", 1),
