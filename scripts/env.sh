@@ -74,7 +74,8 @@ if [ "$(cat "$VENV/.magicpose-env" 2>/dev/null)" != "$want" ]; then
   log "installing invisible-watermark 0.2.0 (watermark extra, --no-deps: its opencv-python pin clashes with the headless build)"
   pip_install --no-deps "invisible-watermark==0.2.0"
   "$VENV/bin/python" - <<'EOF'
-import torch, torchvision, torchaudio, numpy, cv2, mediapipe, imwatermark  # noqa: F401  import check of the pinned stack
+import torch, torchvision, torchaudio, numpy, cv2, mediapipe  # noqa: F401  import check of the pinned stack
+import importlib.util; assert importlib.util.find_spec("imwatermark"), "invisible-watermark missing"  # ONNX files only
 assert torch.__version__.startswith("2.11.0"), torch.__version__
 EOF
   echo "$want" > "$VENV/.magicpose-env"
