@@ -357,7 +357,7 @@ def test_five_prompts_queued_back_to_back_all_succeed(server, factory_files, upl
 @pytest.mark.parametrize("kind, code, expected", [
     ("wrong ckpt_name", 2, ['node 2 "MagicPose model" (MagicPoseLoadModel)', "ckpt_name", "no_such_file.th"]),
     ("missing link", 2, ['node 10 "Sampler" (MagicPoseSample)', "poses", "Required input is missing"]),
-    ("bad size", 1, ["execution error in node 6", "MagicPoseLoadReference", "ValueError", "multiples of 8"]),
+    ("bad size", 2, ['node 6 "MagicPose Load Reference"', "multiples of 8", "use 96x64"]),   # rejected at validation
 ])
 def test_client_exit_codes_and_messages_on_broken_workflows(server, factory_files, samples, tmp_path, kind, code,
                                                             expected):
