@@ -52,6 +52,8 @@ WEIGHT_FOLDERS = {"dwpose": "models/magicpose/dwpose", "openpose": "models/magic
 class MissingWeightsError(RuntimeError):
     """Detector weights are not on disk (and downloading was not allowed or failed)."""
 
+    __module__ = "magicpose_core.pose.detect"  # ComfyUI shows module + name; the pack's own module name is a path
+
 
 @runtime_checkable
 class PoseDetector(Protocol):

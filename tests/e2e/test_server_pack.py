@@ -106,6 +106,22 @@ def test_a_file_that_is_not_safetensors_gets_advice_without_machine_paths(server
     _assert_no_machine_path(server, msg)
 
 
+def test_missing_detector_weights_error_names_its_type_without_machine_paths(server, tmp_path):
+    Image.fromarray(np.zeros((64, 64, 3), np.uint8)).save(tmp_path / "frame.png")
+    info = server.get_json("/object_info/MagicPoseExtractPose")["MagicPoseExtractPose"]["input"]["required"]
+    inputs = {name: spec[1]["default"] for name, spec in info.items()}   # every required input has a default
+    inputs.update(detector="dwpose", images=["1", 0])   # named, no allow_download, no DWPose files in this base
+    prompt = {"1": {"class_type": "LoadImage", "inputs": {"image": server.upload_image(tmp_path / "frame.png")}},
+              "2": {"class_type": "MagicPoseExtractPose", "inputs": inputs},
+              "3": {"class_type": "PreviewImage", "inputs": {"images": ["2", 0]}}}
+    result = server.run(prompt, timeout=120)
+    assert result.status == "error"
+    event = next(e["data"] for e in result.events if e.get("type") == "execution_error")
+    assert event["exception_type"] == "magicpose_core.pose.detect.MissingWeightsError", event["exception_type"]
+    assert "magicpose/dwpose" in event["exception_message"] and "allow_download" in event["exception_message"]
+    _assert_no_machine_path(server, event["exception_type"])
+
+
 def _pose_png(path, size: int = 64) -> None:
     """A pose-map-like image: a few coloured strokes on black."""
     img = np.zeros((size, size, 3), np.uint8)
