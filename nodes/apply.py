@@ -6,6 +6,7 @@ from ._api import io
 from .patching import MagicPoseOptions, apply_magicpose, attach_pose_control
 from .sampling import as_reference, check_poses
 from .temporal import add_temporal_sources
+from .temporal_inputs import temporal_inputs
 from .types import MagicPoseModelType, MagicPoseReferenceType
 
 
@@ -57,22 +58,7 @@ class MagicPoseApply(io.ComfyNode):
                                advanced=True,
                                tooltip="Run the networks under torch autocast in this precision. off = the MODEL's "
                                "own dtype (official: fp32 on CPUs)."),
-                io.Combo.Input("temporal_mode", options=["off", "first", "previous", "both"], default="off",
-                               optional=True, advanced=True,
-                               tooltip="Temporal sources (not in the official model): each frame's self-attention "
-                               "also reads the first frame's, the previous frame's, or both frames' states at the "
-                               "same step (frame 0 is unchanged). May steady appearance across frames; measure "
-                               "flicker on your renders. Official: off."),
-                io.Float.Input("temporal_strength", default=1.0, min=0.0, max=2.0, step=0.05, optional=True,
-                               advanced=True,
-                               tooltip="Softmax weight of the anchor frames' tokens (as reference_strength): "
-                               "1 = plain, 0 = off."),
-                io.Float.Input("temporal_start", default=0.0, min=0.0, max=1.0, step=0.01, optional=True,
-                               advanced=True,
-                               tooltip="Sampling progress at which the temporal sources start being used."),
-                io.Float.Input("temporal_end", default=1.0, min=0.0, max=1.0, step=0.01, optional=True,
-                               advanced=True,
-                               tooltip="Sampling progress after which the temporal sources stop."),
+                *temporal_inputs(),
             ],
             outputs=[
                 io.Model.Output(display_name="MODEL", tooltip="The patched MODEL (sample it with the outputs below)."),

@@ -8,6 +8,7 @@ from ._api import io
 from .official_schedule import scheduler_names
 from .patching import MagicPoseOptions
 from .sampling import magicpose_sample
+from .temporal_inputs import temporal_inputs
 from .types import MagicPoseModelType, MagicPoseReferenceType
 
 
@@ -78,22 +79,7 @@ class MagicPoseSample(io.ComfyNode):
                 io.Noise.Input("noise", optional=True,
                                tooltip="Initial noise from a NOISE node (RandomNoise, DisableNoise, ...) instead of "
                                "the seed, e.g. a given x_T; with shared_noise one x_T (batch 1) serves every frame."),
-                io.Combo.Input("temporal_mode", options=["off", "first", "previous", "both"], default="off",
-                               optional=True, advanced=True,
-                               tooltip="Temporal sources (not in the official model): each frame's self-attention "
-                               "also reads the first frame's, the previous frame's, or both frames' states at the "
-                               "same step (frame 0 is unchanged). May steady appearance across frames; measure "
-                               "flicker on your renders. Official: off."),
-                io.Float.Input("temporal_strength", default=1.0, min=0.0, max=2.0, step=0.05, optional=True,
-                               advanced=True,
-                               tooltip="Softmax weight of the anchor frames' tokens (as reference_strength): "
-                               "1 = plain, 0 = off."),
-                io.Float.Input("temporal_start", default=0.0, min=0.0, max=1.0, step=0.01, optional=True,
-                               advanced=True,
-                               tooltip="Sampling progress at which the temporal sources start being used."),
-                io.Float.Input("temporal_end", default=1.0, min=0.0, max=1.0, step=0.01, optional=True,
-                               advanced=True,
-                               tooltip="Sampling progress after which the temporal sources stop."),
+                *temporal_inputs(),
                 io.Image.Input("anchor_pose", optional=True, advanced=True,
                                tooltip="Only when rendering part of a video on its own with temporal_mode first or "
                                "both: the video's first pose map, rendered as a hidden first frame so that the part "
