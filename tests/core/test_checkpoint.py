@@ -6,8 +6,11 @@ the real-width counts (686 / 698 / 682 / 340 / 2182) are asserted on meta-tensor
 layout, which need no memory.
 """
 import hashlib
+import json
 import logging
 import os
+import re
+import shlex
 import shutil
 import subprocess
 import sys
@@ -20,7 +23,7 @@ from safetensors.torch import load_file, save_file
 from support import factories
 
 from magicpose_core import checkpoint as C
-from magicpose_core import keymap
+from magicpose_core import hub, keymap
 from magicpose_core import layout as L
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -521,3 +524,82 @@ def test_cli_inspect_and_convert(official_path, tmp_path):
     bad.write_bytes(b"\x01\x02" * 50)
     r = _cli("convert", str(bad), str(tmp_path))
     assert r.returncode == 1 and "error:" in r.stderr and "not a PyTorch checkpoint" in r.stderr
+
+
+def _documented_convert_command() -> list[str]:
+    """The one convert command as README.md gives it (the code block after "The one convert command"), checked
+    to be run the way README says: in the pack's folder inside ComfyUI/custom_nodes, with ComfyUI's Python."""
+    text = (ROOT / "README.md").read_text()
+    m = re.search(r"The one convert command(?P<how>.*?)```bash\n(?P<cmd>.*?)\n```", text, re.S)
+    assert m, "README.md has no code block after 'The one convert command'"
+    how = " ".join(m["how"].split())
+    assert "run in this pack's folder (`ComfyUI/custom_nodes/<this pack>`)" in how, how
+    assert "with the Python that runs ComfyUI" in how, how
+    assert "\n" not in m["cmd"].strip(), m["cmd"]
+    return shlex.split(m["cmd"])
+
+
+def test_documented_convert_command_runs_literally_in_the_pack_folder(official_path, converted, tmp_path):
+    """README's convert command, word for word, in a pack folder inside a ComfyUI tree, with the official file
+    where README says to save it: it writes the parts next to it and the SD1.5 checkpoint the workflows load, and
+    they equal what the in-process converter writes. The pack is a copy of magicpose_core (a linked pack resolves
+    to this checkout, outside any ComfyUI tree); the official file is the tiny factory file, linked."""
+    argv = _documented_convert_command()
+    assert " ".join(argv) == hub.CONVERT_COMMAND                  # what errors and workflow notes tell users
+    assert argv[0] == "python"                                     # ComfyUI's Python: this venv's
+    comfy = tmp_path / "ComfyUI"
+    (comfy / "models" / "checkpoints").mkdir(parents=True)
+    (comfy / "main.py").write_text("")
+    pack = comfy / "custom_nodes" / ROOT.name
+    shutil.copytree(ROOT / "magicpose_core", pack / "magicpose_core", ignore=shutil.ignore_patterns("__pycache__"))
+    models = comfy / "models" / "magicpose"
+    models.mkdir()
+    (models / hub.LOCAL_FILENAME).symlink_to(official_path)
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}   # the pack folder alone makes -m work
+    r = subprocess.run([sys.executable, *argv[1:]], cwd=pack, env={**env, "HF_HUB_OFFLINE": "1"},
+                       capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stdout + r.stderr
+
+    stem = Path(hub.LOCAL_FILENAME).stem
+    written = {"appearance": models / f"{stem}.appearance.fp16.safetensors",
+               "pose_controlnet": models / f"{stem}.pose_controlnet.fp16.safetensors",
+               "sd15": comfy / "models" / "checkpoints" / hub.SD15_FILENAME}
+    for part, path in written.items():
+        assert f"{part}: {path}" in r.stdout, r.stdout
+        assert _tensor_bytes(path) == _tensor_bytes(converted[part]), part
+        meta, ref_meta = _st_metadata(path), _st_metadata(converted[part])
+        assert meta.pop("source_name") == hub.LOCAL_FILENAME and ref_meta.pop("source_name") == official_path.name
+        assert meta == ref_meta, part
+    parts = C.load_parts(written["appearance"])                     # what MagicPose Load Model does with it
+    assert parts.pose_controlnet.keys() == load_file(written["pose_controlnet"]).keys()
+
+
+def test_every_user_facing_text_gives_the_documented_convert_command():
+    """Node help pages, workflow notes and README prose name the convert command exactly as README's code block."""
+    cmd = " ".join(_documented_convert_command())
+    files = [ROOT / "README.md", *sorted((ROOT / "web" / "docs").glob("*.md")), *sorted(ROOT.glob("workflows/*.json"))]
+    seen = set()
+    for path in files:
+        text = re.sub(r"```.*?```", "", path.read_text(), flags=re.S)   # code blocks: the test above runs README's
+        for m in re.finditer(r"`([^`]*magicpose_core\.checkpoint convert[^`]*)`", text):
+            assert m[1] == cmd, f"{path.relative_to(ROOT)}: {m[1]!r}"
+            seen.add(path.name)
+    assert "MagicPoseLoadModel.md" in seen and len([n for n in seen if n.endswith(".json")]) >= 4, seen
+
+
+def _st_metadata(path: Path) -> dict[str, str]:
+    with safe_open(str(path), "pt") as f:
+        return dict(f.metadata())
+
+
+def _tensor_bytes(path: Path) -> tuple[str, str]:
+    """(tensor table without metadata, SHA-256 of the tensor data) of a safetensors file."""
+    n = _header_len(path)
+    with open(path, "rb") as f:
+        f.seek(8)
+        header = json.loads(f.read(n))
+        header.pop("__metadata__", None)
+        digest = hashlib.sha256()
+        while chunk := f.read(16 << 20):
+            digest.update(chunk)
+    return json.dumps(header, sort_keys=True), digest.hexdigest()
