@@ -30,8 +30,10 @@ Exit codes: 0 success; 1 execution error (the server ran the prompt and a node f
 2 usage or validation error (bad arguments, unknown title or input, `node_errors` from POST /prompt);
 3 cannot reach the server; 130 interrupted (Ctrl-C, or the prompt was interrupted on the server); 143 / 129
 SIGTERM / SIGHUP. The client owns its prompt: on Ctrl-C, SIGTERM, SIGHUP, a --timeout or any unexpected error it
-interrupts the prompt if it is running (POST /interrupt {"prompt_id": id}) or deletes it if it is queued
-(POST /queue {"delete": [id]}), never touching other clients' prompts.
+interrupts the prompt if it is running or deletes it if it is queued (POST /api/jobs/{id}/cancel; on servers
+without the jobs API POST /interrupt {"prompt_id": id} and POST /queue {"delete": [id]}), never touching other
+clients' prompts, and repeats that until GET /queue no longer lists it (bounded): ComfyUI clears its interrupt
+flag when a prompt starts, so an interrupt that lands between the prompt leaving the queue and its start is lost.
 
 Several servers: `--server A --server B ...` splits the driving video into contiguous frame ranges, renders them
 on whichever server is idle and merges them into --out with the driver's fps and sound; the result equals a
@@ -143,6 +145,55 @@ def install_signal_handlers() -> Callable[[], None]:
             signal.signal(getattr(signal, n), h)
 
     return restore
+
+
+class StopGate:
+    """A stop signal shared by threads that queue prompts (split_render), which no new prompt can slip past.
+
+    `Client.submit(stop=gate)` registers its prompt id before POST /prompt (`open_post`, refused once the gate is
+    set) and reports when the POST has returned (`close_post`). `set()` refuses every later registration and waits
+    for the POSTs in flight, so the prompts it returns are every prompt of ours that can be on a server; the owner
+    stops them (`Client.cancel`), and `submit` leaves a stopped prompt to it. Quacks like `threading.Event` for
+    `is_set()`.
+    """
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._set = False
+        self._posting = 0
+        self._prompts: dict[str, set[str]] = {}          # server -> our prompt ids that may be queued or running
+
+    def is_set(self) -> bool:
+        return self._set
+
+    def open_post(self, server: str, prompt_id: str) -> bool:
+        """Register a prompt about to be posted; False (do not post) once the gate is set."""
+        with self._cond:
+            if self._set:
+                return False
+            self._posting += 1
+            self._prompts.setdefault(server, set()).add(prompt_id)
+            return True
+
+    def close_post(self, server: str, prompt_id: str, queued: bool) -> None:
+        with self._cond:
+            self._posting -= 1
+            if not queued:
+                self._prompts.get(server, set()).discard(prompt_id)
+            self._cond.notify_all()
+
+    def forget(self, server: str, prompt_id: str) -> None:
+        """The prompt has ended (or was confirmed stopped): nothing left to stop."""
+        with self._cond:
+            self._prompts.get(server, set()).discard(prompt_id)
+
+    def set(self, wait: float = 30.0) -> dict[str, set[str]]:
+        """Stop: no prompt is posted from now on. Waits (at most `wait` s) for the POSTs in flight and returns
+        server -> our prompt ids that may still be queued or running there."""
+        with self._cond:
+            self._set = True
+            self._cond.wait_for(lambda: self._posting == 0, timeout=wait)
+            return {server: set(ids) for server, ids in self._prompts.items() if ids}
 
 
 # --- workflow editing (pure) -----------------------------------------------------------------------------
@@ -457,6 +508,7 @@ class Client:
         handlers = [urllib.request.ProxyHandler({})] if _is_loopback(parts.hostname) else []
         self._opener = urllib.request.build_opener(*handlers)
         self._schemas: dict[str, set[str] | None] = {}
+        self._jobs_api: bool | None = None                  # POST /api/jobs/{id}/cancel answered (None: not tried)
 
     # --- HTTP -------------------------------------------------------------------------------------------
     def request(self, method: str, path: str, body: bytes | None = None, headers: dict | None = None,
@@ -531,9 +583,45 @@ class Client:
         return self._schemas[class_type]
 
     def interrupt(self, prompt_id: str) -> None:
-        """Stop `prompt_id`: POST /interrupt for it if running, and drop it from the queue if pending."""
+        """Ask once to stop `prompt_id`: interrupt it if running, drop it from the queue if pending (targeted: another
+        client's prompt is never touched). One request can be lost; `cancel` repeats it until the server confirms."""
+        if self._jobs_api is not False:
+            status, _ = self.post_json(f"/api/jobs/{urllib.parse.quote(prompt_id, safe='')}/cancel", {})
+            if status == 200:
+                self._jobs_api = True
+                return
+            if self._jobs_api is None and status in (404, 405):
+                self._jobs_api = False                       # a server without the jobs API
         self.post_json("/interrupt", {"prompt_id": prompt_id})
         self.post_json("/queue", {"delete": [prompt_id]})
+
+    def queue_ids(self) -> tuple[set[str], set[str]]:
+        """(running, pending) prompt ids from GET /queue."""
+        q = self.get_json("/queue")
+
+        def ids(items: Any) -> set[str]:
+            return {str(i[1]) for i in items or [] if isinstance(i, list) and len(i) > 1}
+
+        return ids(q.get("queue_running")), ids(q.get("queue_pending"))
+
+    def cancel(self, prompt_id: str, wait: float = 10.0, poll: float = 0.2) -> str | None:
+        """Make sure `prompt_id` is neither queued nor running: `interrupt` it again and again until GET /queue lists
+        it nowhere (ComfyUI clears its interrupt flag when a prompt starts, so an interrupt sent between the prompt
+        leaving the queue and its start is lost). Returns "running" (it was interrupted), "pending" (deleted before
+        it started) or "ended" (nothing to stop), or None when the server still lists it after `wait` seconds.
+        ServerUnreachable when the server is gone."""
+        end = time.monotonic() + wait
+        seen: set[str] = set()
+        while True:
+            running, pending = self.queue_ids()
+            where = "running" if prompt_id in running else "pending" if prompt_id in pending else None
+            if where is None:
+                return "running" if "running" in seen else "pending" if "pending" in seen else "ended"
+            seen.add(where)
+            if time.monotonic() > end:
+                return None
+            self.interrupt(prompt_id)
+            time.sleep(poll)
 
     def history(self, prompt_id: str) -> dict:
         """The /history entry of a prompt ({} until it has finished)."""
@@ -587,14 +675,17 @@ class Client:
 
     def submit(self, wf: Mapping, output_id: str | None = None, out: str | os.PathLike | None = None,
                on_event: Callable[[RunEvent], None] | None = None, timeout: float | None = None,
-               interrupt_wait: float = 10.0, stop: threading.Event | None = None) -> Result:
+               interrupt_wait: float = 10.0, stop: threading.Event | StopGate | None = None) -> Result:
         """Queue a filled workflow (see `prepare`), follow it and download `output_id`'s files to `out`.
 
         The prompt is ours until it ends: on Ctrl-C, SIGTERM/SIGHUP (`Terminated`, see `install_signal_handlers`),
         a timeout, `stop` being set (another thread) or any other exception, it is interrupted if it runs, or
-        deleted from the queue if it waits (targeted: never another client's prompt), before the exception goes
-        on. A set `stop` returns an "interrupted" Result.
+        deleted from the queue if it waits (targeted: never another client's prompt; `cancel`), before the
+        exception goes on. A set `stop` returns an "interrupted" Result; with a `StopGate` the prompt is registered
+        with the gate, is not posted at all once the gate is set, and a stopped prompt is left to the gate's owner
+        to cancel.
         """
+        gate = stop if isinstance(stop, StopGate) else None
         prompt_id = str(uuid.uuid4())                       # ours, so Ctrl-C can name it at any point
         t0 = time.monotonic()
         ws_url = urllib.parse.urlsplit(self.server)._replace(
@@ -607,9 +698,17 @@ class Client:
         state = {"started": False, "posted": False}
         try:
             try:
+                if gate is not None and not gate.open_post(self.server, prompt_id):
+                    return Result(prompt_id, "interrupted", error="stopped by the client before it was queued",
+                                  seconds=time.monotonic() - t0)
                 state["posted"] = True                      # from here on the prompt may exist on the server
-                status, body = self.post_json("/prompt", {"prompt": wf, "client_id": self.client_id,
-                                                          "prompt_id": prompt_id})
+                status = None
+                try:
+                    status, body = self.post_json("/prompt", {"prompt": wf, "client_id": self.client_id,
+                                                              "prompt_id": prompt_id})
+                finally:
+                    if gate is not None:                    # an unanswered POST may have queued it: keep it
+                        gate.close_post(self.server, prompt_id, queued=status != 400)
                 if status == 400 or (status == 200 and body.get("error")):
                     state["posted"] = False                 # rejected: nothing was queued
                     raise PromptRejected(body, wf)
@@ -628,17 +727,22 @@ class Client:
                 end, data = self._follow(ws, prompt_id, wf, on_event, deadline, state, stop)
             except BaseException:
                 # Ctrl-C, SIGTERM/SIGHUP, a lost server, a bug: the prompt must not outlive this client.
-                if state["posted"]:
-                    self._cancel(ws, prompt_id, wf, on_event, state, interrupt_wait)
+                if state["posted"] and self._cancel(prompt_id, interrupt_wait) and gate is not None:
+                    gate.forget(self.server, prompt_id)
                 raise
+            if end == "stopped" and gate is not None:       # the gate's owner stops every prompt it registered
+                return Result(prompt_id, "interrupted", error="stopped by the client", seconds=time.monotonic() - t0)
             if end in ("timeout", "stopped"):
-                self._cancel(ws, prompt_id, wf, on_event, state, interrupt_wait)
+                if self._cancel(prompt_id, interrupt_wait) and gate is not None:
+                    gate.forget(self.server, prompt_id)
                 if end == "timeout":
                     raise ClientError(f"prompt {prompt_id} did not finish within {timeout:g} s; it was interrupted")
                 return Result(prompt_id, "interrupted", error="stopped by the client; the prompt was interrupted or "
                               "removed from the queue", seconds=time.monotonic() - t0)
         finally:
             ws.close()
+        if gate is not None:
+            gate.forget(self.server, prompt_id)             # it ended on the server
         hist = self._wait_history(prompt_id) if end == "success" else {}
         outputs = hist.get("outputs", {}) if hist else {}
         if end == "error":
@@ -721,27 +825,20 @@ class Client:
                 return hist
             time.sleep(0.1)
 
-    def _cancel(self, ws: WebSocket, prompt_id: str, wf: Mapping, on_event, state: dict, wait: float) -> None:
-        """Stop our prompt (interrupt if running, delete if queued) and wait briefly for the server to say so.
-        Never raises a ClientError: it runs while another exception is on its way."""
+    def _cancel(self, prompt_id: str, wait: float) -> bool:
+        """`cancel` our prompt and say what happened; True when the server confirmed that it is neither queued nor
+        running. Never raises a ClientError: it runs while another exception is on its way."""
         try:
-            self.interrupt(prompt_id)
-            if not state["started"]:
-                # it may have started between the two requests
-                running = [item[1] for item in self.get_json("/queue").get("queue_running", [])
-                           if isinstance(item, list) and len(item) > 1]
-                if prompt_id not in running:
-                    log.warning("prompt %s removed from the queue of %s before it started", prompt_id, self.server)
-                    return
-                self.post_json("/interrupt", {"prompt_id": prompt_id})
-            end, _ = self._follow(ws, prompt_id, wf, on_event, time.monotonic() + wait, state)
+            where = self.cancel(prompt_id, wait)
         except Exception as e:                              # noqa: BLE001 - cleanup while another exception is on its way
             log.warning("could not confirm that prompt %s stopped on %s: %s", prompt_id, self.server, e)
-            return
-        if end == "timeout":
-            log.warning("sent /interrupt for prompt %s; the server did not confirm within %g s", prompt_id, wait)
-        else:
-            log.warning("prompt %s interrupted (server reported: %s)", prompt_id, end)
+            return False
+        if where is None:
+            log.warning("prompt %s: %s still lists it %g s after the stop requests", prompt_id, self.server, wait)
+            return False
+        log.warning({"running": "prompt %s interrupted on %s", "pending": "prompt %s removed from the queue of %s "
+                     "before it started", "ended": "prompt %s had already ended on %s"}[where], prompt_id, self.server)
+        return True
 
     def _save_outputs(self, wf: Mapping, output_id: str, outputs: Mapping, out: str | os.PathLike) -> list[Path]:
         files = output_files(outputs.get(output_id) or {})

@@ -19,9 +19,12 @@ options exist, `check_temporal` is where their anchors must be handled).
 
 Faults. A server that does not answer at the start is skipped with a warning. A server that dies during a range
 (connection lost) is dropped and the range goes back to the queue for another server; a range that fails on a
-server (execution error) is retried on a server that has not tried it. Ctrl-C / SIGTERM / SIGHUP stop every running
-range on its server (targeted interrupt, or queue delete). Finished parts stay in the parts folder with a manifest
-(workflow, inputs and range plan digests); ``--resume`` renders only the missing ranges.
+server (execution error) is retried on a server that has not tried it. Ctrl-C / SIGTERM / SIGHUP stop every range
+on every server: each prompt is registered with a `StopGate` before it is posted, so once the stop has begun no
+worker queues a prompt and every prompt of ours that may be queued or running is known; each is then cancelled
+(targeted interrupt or queue delete, repeated) until its server no longer lists it, within ``interrupt_wait``
+seconds, before the exception goes on. Finished parts stay in the parts folder with a manifest (workflow, inputs and
+range plan digests); ``--resume`` renders only the missing ranges.
 
 Standard library only, except PyAV (and numpy) for probing the driving video and merging, imported on use.
 """
@@ -50,6 +53,7 @@ from .client import (
     ClientError,
     RunEvent,
     ServerUnreachable,
+    StopGate,
     UsageError,
     fill_workflow,
     load_workflow,
@@ -301,7 +305,7 @@ class SplitRender:
                  out: str | os.PathLike = "out.mp4", parts_dir: str | os.PathLike | None = None,
                  range_frames: int | None = None, resume: bool = False, keep_parts: bool = False,
                  on_text: Callable[[str], None] | None = None, on_event: Callable[[str, RunEvent], None] | None = None,
-                 interrupt_wait: float = 10.0, range_timeout: float | None = None):
+                 interrupt_wait: float = 30.0, range_timeout: float | None = None):
         if not servers:
             raise UsageError("give at least one --server")
         self.urls = list(dict.fromkeys(servers))
@@ -312,7 +316,7 @@ class SplitRender:
         self.resume, self.keep_parts = resume, keep_parts
         self.on_text, self.on_event = on_text, on_event
         self.interrupt_wait, self.range_timeout = interrupt_wait, range_timeout
-        self.stop = threading.Event()
+        self.stop = StopGate()
         for title, path in self.inputs.items():
             if not path.is_file():
                 raise UsageError(f"input file for '{title}' not found: {path}")
@@ -526,15 +530,45 @@ class SplitRender:
                 for t in threads:
                     t.join(0.2)                               # short joins: signals reach the main thread
         except BaseException:
-            self.stop.set()                                    # every worker stops its prompt on its server
+            deadline = time.monotonic() + self.interrupt_wait
+            prompts = self.stop.set(self.interrupt_wait)       # no worker queues a prompt from here on
             with cond:
                 cond.notify_all()
-            deadline = time.monotonic() + self.interrupt_wait + 5
-            for t in threads:
-                t.join(max(0.1, deadline - time.monotonic()))
+            self._stop_prompts(clients, prompts, deadline)
+            for t in threads:                                  # they return as soon as they see the stop
+                t.join(max(0.1, min(5.0, deadline + 5 - time.monotonic())))
+            for partial in self.parts.glob(f".range_*.{PART_FORMAT}.partial"):
+                partial.unlink(missing_ok=True)
             raise
         for rng in queue:                                      # left over: every server that was up failed it
             result.failed.setdefault(rng.label, errors.get(rng, "no server left"))
+
+    def _stop_prompts(self, clients: dict[str, Client], prompts: dict[str, set[str]], deadline: float) -> None:
+        """Cancel each of our prompts on its server (in parallel) until the server no longer lists it or `deadline`
+        passes; say which could not be confirmed."""
+        if not prompts:
+            return
+        self._say(f"stopping {sum(map(len, prompts.values()))} range(s) on {len(prompts)} server(s)")
+
+        def one(url: str, prompt_id: str) -> str | None:
+            try:
+                return clients[url].cancel(prompt_id, max(0.0, deadline - time.monotonic()))
+            except ServerUnreachable:
+                return "ended"                                 # the server is gone, and our prompt with it
+            except ClientError as e:
+                log.warning("could not confirm that prompt %s stopped on %s: %s", prompt_id, url, e)
+                return None
+
+        jobs = [(url, pid) for url, ids in prompts.items() for pid in sorted(ids)]
+        with ThreadPoolExecutor(max_workers=len(jobs)) as pool:
+            ends = list(pool.map(lambda job: one(*job), jobs))
+        for (url, pid), end in zip(jobs, ends):
+            if end is None:
+                log.warning("prompt %s may still run on %s: it did not stop within %g s", pid, url,
+                            self.interrupt_wait)
+            elif end != "ended":
+                log.info("prompt %s %s on %s", pid, "interrupted" if end == "running" else "removed from the queue",
+                         url)
 
     def _render_range(self, client: Client, wf: dict, rng: FrameRange, prefix: str,
                       progress: _Progress) -> RangeStat | None:

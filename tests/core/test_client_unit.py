@@ -614,3 +614,24 @@ def test_range_workflow_cuts_the_poses_and_writes_a_lossless_part():
     assert out["format"] == "mkv" and out["save_output"] is False and "audio" not in out
     assert out["filename_prefix"] == "MagicPose/parts/abc_000008-000011"
     assert wf["10"]["inputs"]["poses"] == ["9", 0] and "audio" in wf["12"]["inputs"]       # the original is untouched
+
+
+def test_stop_gate_refuses_posts_after_the_stop_and_waits_for_those_in_flight():
+    """No prompt slips past a stop: a registration after `set()` is refused, and `set()` returns only once the POSTs
+    in flight have returned, with every prompt that may be on a server (a rejected one is not)."""
+    import threading
+
+    gate = mc.StopGate()
+    assert gate.open_post("A", "p1") and gate.open_post("B", "p2") and gate.open_post("B", "p3")
+    gate.close_post("B", "p3", queued=False)                      # rejected (HTTP 400): nothing queued
+    gate.close_post("A", "p1", queued=True)
+    gate.forget("A", "p1")                                        # it ended on its server
+    got = {}
+    stopper = threading.Thread(target=lambda: got.update(gate.set(wait=30)))
+    stopper.start()
+    stopper.join(0.3)
+    assert stopper.is_alive() and gate.is_set()                  # waits for p2's POST in flight
+    assert not gate.open_post("A", "p4")                          # nothing new after the stop began
+    gate.close_post("B", "p2", queued=True)
+    stopper.join(5)
+    assert not stopper.is_alive() and got == {"B": {"p2"}}

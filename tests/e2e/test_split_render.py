@@ -191,7 +191,6 @@ def test_unreachable_server_skipped_and_killed_server_requeued(comfy_root, facto
     assert_same_video(out, single)
 
 
-@pytest.mark.xfail(strict=False, reason="known bug, issue 14 open: a range can outlive the client after SIGTERM")
 def test_sigterm_stops_every_range_keeps_parts_and_resume_renders_the_rest(servers, samples, sets, single,
                                                                            tmp_path):
     out, parts = tmp_path / "resumed.mp4", tmp_path / "parts"
