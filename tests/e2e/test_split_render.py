@@ -3,10 +3,11 @@ with the factory checkpoints and the shipped video_dance_retarget workflow shrun
 
 Checked: the merged video has exactly the frames and the sound of a single-server render of the same workflow
 (bit-for-bit after decoding; same fps); a server unreachable at the start is skipped; a server killed in the middle
-of a range has its range re-queued on another server and the result is still identical; SIGTERM stops every
-running range on its server and keeps the finished parts, and `--resume` renders only the missing ranges; a run
-whose ranges fail everywhere lists them and exits 1. The per-range overhead (time outside the sampler), the upload
-and the merge are recorded as figures.
+of a range has its range re-queued on another server and the result is still identical; a server that stays up but
+fails in the middle of a range (the test-only fault node on server b) has that range re-rendered on the other, still
+identical; SIGTERM stops every range on every server before the client exits (nothing of ours queued or running) and
+keeps the finished parts, and `--resume` renders only the missing ranges; a run whose ranges fail everywhere lists
+them and exits 1. The per-range overhead (time outside the sampler), the upload and the merge are recorded as figures.
 """
 from __future__ import annotations
 
@@ -36,20 +37,33 @@ SKIP, CAP = 1, 10                         # the Frames node keeps source frames 
 BATCH, RANGE = 2, 2                       # sampler frame_batch; frames per range: 5 ranges
 
 
-def start_server(comfy_root, factory_files, base: Path, name: str):
-    from support.server import ComfyServer
+FAULT_NODE = ROOT / "tests" / "support" / "fault_node"
 
-    srv = ComfyServer(comfy_root, base, ROOT / ".cache" / "test-logs" / f"split-{name}-{os.getpid()}.log")
+
+def start_server(comfy_root, factory_files, base: Path, name: str, fault: bool = False):
+    """A real server with the factory checkpoints; `fault`: it also loads the test-only fault node
+    (tests/support/fault_node), armed by creating the file `srv.fault_trigger`."""
+    from support.server import PACK_DIR_NAME, ComfyServer
+
+    trigger = base / "fault_once"
+    srv = ComfyServer(comfy_root, base, ROOT / ".cache" / "test-logs" / f"split-{name}-{os.getpid()}.log",
+                      extra_args=["--whitelist-custom-nodes", PACK_DIR_NAME, "magicpose_test_fault"] if fault else None,
+                      env={"MAGICPOSE_TEST_FAULT": str(trigger)} if fault else None)
     srv.prepare_base({"checkpoints": [factory_files["sd15"]], "magicpose": [factory_files["magicpose"]]})
+    if fault:
+        (base / "custom_nodes" / "magicpose_test_fault").symlink_to(FAULT_NODE, target_is_directory=True)
+    srv.fault_trigger = trigger
     return srv.start()
 
 
 @pytest.fixture(scope="module")
 def servers(comfy_root, factory_files, tmp_path_factory):
+    """Servers a and b; b loads the test-only fault node (disarmed unless a test creates b.fault_trigger)."""
     started = []
     try:
         for name in ("a", "b"):
-            started.append(start_server(comfy_root, factory_files, tmp_path_factory.mktemp(f"split_{name}"), name))
+            started.append(start_server(comfy_root, factory_files, tmp_path_factory.mktemp(f"split_{name}"), name,
+                                        fault=name == "b"))
         yield started
     finally:
         for srv in started:
@@ -230,6 +244,31 @@ def test_sigterm_stops_every_range_keeps_parts_and_resume_renders_the_rest(serve
     started = [ln for ln in r.stderr.splitlines() if ln.endswith("started") or ": started |" in ln]
     assert len(started) == 5 - len(kept), r.stderr                # only the missing ranges were rendered
     assert_same_video(out, single)
+
+
+def test_an_execution_error_mid_range_is_retried_on_the_other_server(servers, samples, sets, single, tmp_path,
+                                                                    caplog):
+    """Server b stays up but fails its next sampling run after the second step (the test-only fault node): that
+    range is re-queued on server a, b goes on with other ranges, and the merged video is still the single render."""
+    a, b = servers
+    b.fault_trigger.write_text("once")
+    try:
+        job = sr.SplitRender([b.url, a.url], WORKFLOW, {"Reference": samples["reference"],
+                                                         "Driving video": samples["driving"]},
+                             sets, tmp_path / "retried.mp4", range_frames=RANGE)
+        with caplog.at_level("WARNING", logger="MagicPose"):
+            result = job.run()
+    finally:
+        armed = b.fault_trigger.exists()
+        b.fault_trigger.unlink(missing_ok=True)
+    assert not armed, "the fault did not fire: b never sampled"
+    failed = [r for r in caplog.records if f"failed on {b.url}" in r.getMessage()]
+    assert len(failed) == 1 and "injected test fault at step 2 of 3" in failed[0].getMessage(), caplog.text
+    label = failed[0].getMessage().split(" failed on ")[0]
+    assert [s.server for s in result.stats if s.range.label == label] == [a.url]       # re-rendered on a
+    assert b.url in {s.server for s in result.stats}                                   # b stayed up and rendered
+    assert len(result.stats) == 5 and not result.failed
+    assert_same_video(result.path, single)
 
 
 def test_ranges_failing_everywhere_are_listed_and_exit_1(servers, samples, sets, tmp_path):
