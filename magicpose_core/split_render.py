@@ -12,10 +12,17 @@ sampler's ``frame_batch`` so that every sampler batch holds the same frames as i
 back as lossless mkv (FFV1) and the final encoder (same format, crf, fps, sound as the workflow's Output) sees the
 same frames as a single render's encoder, so the merged file has the same frames.
 
+Temporal sources (``temporal_mode``). ``first``: every frame also reads frame 0's states, so a range gets the
+video's first ``frame_batch`` pose maps as the sampler's ``anchor_pose`` (a second Select Frames node on the same pose
+maps), rendered as hidden leading frames and dropped: its "first" anchor is the video's frame 0 and every chunk of
+frames the networks see holds the same frames as in the single render, so the frames are bit-identical (one anchor
+map alone would be equal only within the fp32 batch-size floor). The first range needs none. Each later range renders
+``frame_batch`` extra frames. ``previous`` and ``both`` are refused: each frame's anchor is the previous rendered
+frame, a chain through the whole video that a range cannot start in the middle of.
+
 Refused with a clear message: ``shared_noise`` off (one noise generator runs over the whole batch), an Output that
-is not MagicPose Frames to Video, a workflow without MagicPose Sampler, and sampler inputs named ``temporal*`` that
-are switched on (``TEMPORAL_PREFIX``: temporal options would need anchor frames from outside the range; when such
-options exist, `check_temporal` is where their anchors must be handled).
+is not MagicPose Frames to Video, a workflow without MagicPose Sampler, ``temporal_mode`` previous/both, and sampler
+inputs named ``temporal*`` without a ``temporal_mode`` switch that are switched on (``TEMPORAL_PREFIX``).
 
 Faults. A server that does not answer at the start is skipped with a warning. A server that dies during a range
 (connection lost) is dropped and the range goes back to the queue for another server; a range that fails on a
@@ -32,6 +39,7 @@ from __future__ import annotations
 
 import copy
 import hashlib
+import itertools
 import json
 import logging
 import math
@@ -69,6 +77,7 @@ FRAMES_CLASS = "MagicPoseSelectFrames"
 OUTPUT_CLASS = "MagicPoseFramesToVideo"
 COMPONENTS_CLASS = "GetVideoComponents"
 TEMPORAL_PREFIX = "temporal"          # sampler inputs of temporal options (issue 13): refused while switched on
+EXACT_TEMPORAL_MODES = ("off", "first")   # temporal_mode values a split renders exactly (first: with anchor_pose)
 CUT_ID_BASE = 990000                  # ids of the inserted range-cut nodes
 PART_FORMAT = "mkv"                   # lossless parts (FFV1)
 MANIFEST = "manifest.json"
@@ -132,25 +141,41 @@ class SplitPlan:
     format: str
     crf: int
     filename_prefix: str
+    anchors: tuple[tuple[str, int], ...] = ()   # (sampler id, frame_batch) of samplers with temporal_mode first
 
 
 def _link(value: Any) -> tuple[str, int] | None:
     return (str(value[0]), int(value[1])) if isinstance(value, list) and len(value) == 2 else None
 
 
-def check_temporal(wf: Mapping, sampler_id: str) -> None:
-    """Hook for temporal options (issue 13): a switched-on `temporal*` sampler input would make frames depend on
-    frames outside their range; until ranges carry anchor frames for them, such runs are refused."""
+def _off(value: Any) -> bool:
+    return value in (False, 0, 0.0, None, "", "off", "none", "disabled")
+
+
+def check_temporal(wf: Mapping, sampler_id: str) -> bool:
+    """Whether the sampler's temporal sources need an anchor per range (temporal_mode first, switched on); UsageError
+    for the modes a frame-range split cannot render exactly (previous, both: a chain of frames)."""
     inputs = wf[sampler_id]["inputs"]
-    if "temporal_mode" in inputs:                          # the switch; strength/start/end only act when it is on
-        switches = {"temporal_mode": inputs["temporal_mode"]}
-    else:
-        switches = {k: v for k, v in inputs.items() if k.startswith(TEMPORAL_PREFIX)}
-    for name, value in switches.items():
-        if value not in (False, 0, 0.0, None, "", "off", "none", "disabled"):
-            raise UsageError(f"{node_label(wf, sampler_id)}: '{name}' = {value!r} is a temporal option (frames depend "
-                             "on other frames), so a frame-range split would not equal a single render; switch it "
-                             "off or render on one server (one --server)")
+    if "temporal_mode" not in inputs:                      # unknown temporal* options: refused while switched on
+        for name, value in inputs.items():
+            if name.startswith(TEMPORAL_PREFIX) and not _off(value):
+                raise UsageError(f"{node_label(wf, sampler_id)}: '{name}' = {value!r} is a temporal option (frames "
+                                 "depend on other frames), so a frame-range split would not equal a single render; "
+                                 "switch it off or render on one server (one --server)")
+        return False
+    mode, strength = inputs["temporal_mode"], inputs.get("temporal_strength", 1.0)
+    if _off(mode):
+        return False
+    if mode not in EXACT_TEMPORAL_MODES:
+        why = ("each frame's anchor is the previous rendered frame" if isinstance(mode, str) else
+               "it is not a value the split can read")
+        raise UsageError(f"{node_label(wf, sampler_id)}: temporal_mode {mode!r} cannot be split over servers: {why}, "
+                         "a chain through the whole video that a frame range cannot start in the middle of. Render "
+                         "on one server (one --server), or use temporal_mode first (exact over servers)")
+    if _link(inputs.get("anchor_pose")) is not None:
+        raise UsageError(f"{node_label(wf, sampler_id)}: 'anchor_pose' is connected; the split render gives each "
+                         "range the video's first pose maps there itself. Disconnect it to split over servers")
+    return not (isinstance(strength, (int, float)) and strength == 0)
 
 
 def analyse(wf: Mapping) -> SplitPlan:
@@ -165,7 +190,7 @@ def analyse(wf: Mapping) -> SplitPlan:
     if not samplers:
         raise UsageError(f"splitting over servers needs MagicPose Sampler ({SAMPLER_CLASS}) in the workflow: its "
                          "frames are independent given the shared noise. Use one --server for this workflow")
-    align = 1
+    align, anchors = 1, []
     for sid in samplers:
         inputs = wf[sid]["inputs"]
         if _link(inputs.get("poses")) is None:
@@ -174,11 +199,13 @@ def analyse(wf: Mapping) -> SplitPlan:
             raise UsageError(f"{node_label(wf, sid)}: shared_noise is off, so each frame's noise depends on its place "
                              "in the whole batch and a frame-range split would not equal a single render; set "
                              "shared_noise true (official) or render on one server")
-        check_temporal(wf, sid)
+        anchored = check_temporal(wf, sid)
         batch = inputs.get("frame_batch", 4)
         if not isinstance(batch, int) or isinstance(batch, bool) or batch < 1:
             raise UsageError(f"{node_label(wf, sid)}: frame_batch must be a number (not a link) to split over servers")
         align = math.lcm(align, batch)
+        if anchored:
+            anchors.append((sid, batch))
     driving_id = resolve_node(wf, DRIVING_VIDEO_TITLE, "splitting over servers")
     frames_id = next((n for n, node in wf.items() if node.get("class_type") == FRAMES_CLASS
                       and _link(node["inputs"].get("video")) == (driving_id, 0)), None)
@@ -209,21 +236,29 @@ def analyse(wf: Mapping) -> SplitPlan:
                     "sound", node_label(wf, output_id), node_label(wf, _link(audio_in)[0]))
     return SplitPlan(output_id, samplers, driving_id, frames_id, selection, align, fps, audio,
                      str(out["inputs"].get("format", "mp4")), int(out["inputs"].get("crf", 19)),
-                     str(out["inputs"].get("filename_prefix", "MagicPose/video")))
+                     str(out["inputs"].get("filename_prefix", "MagicPose/video")), tuple(anchors))
 
 
 def range_workflow(wf: Mapping, plan: SplitPlan, rng: FrameRange, prefix: str) -> dict:
-    """The workflow rendering only `rng`: a Select Frames cut before each sampler's poses, the Output writing a
+    """The workflow rendering only `rng`: a Select Frames cut before each sampler's poses (and, for temporal_mode
+    first after the first range, the video's first frame_batch pose maps as anchor_pose), the Output writing a
     lossless mkv part to the temp folder without sound."""
     w = copy.deepcopy(dict(wf))
-    for i, sid in enumerate(plan.sampler_ids):
-        cut = str(CUT_ID_BASE + i)
-        while cut in wf:
-            cut = str(int(cut) + 100)
-        w[cut] = {"class_type": FRAMES_CLASS, "_meta": {"title": f"Range {rng.label}"},
-                  "inputs": {"frame_load_cap": len(rng), "skip_first_frames": rng.start, "select_every_nth": 1,
-                             "force_rate": 0.0, "images": w[sid]["inputs"]["poses"]}}
-        w[sid]["inputs"]["poses"] = [cut, 0]
+    anchors = dict(plan.anchors)
+    ids = (str(i) for i in itertools.count(CUT_ID_BASE) if str(i) not in wf)
+
+    def select(title: str, images: Any, start: int, count: int) -> list:
+        nid = next(ids)
+        w[nid] = {"class_type": FRAMES_CLASS, "_meta": {"title": title},
+                  "inputs": {"frame_load_cap": count, "skip_first_frames": start, "select_every_nth": 1,
+                             "force_rate": 0.0, "images": images}}
+        return [nid, 0]
+
+    for sid in plan.sampler_ids:
+        poses = w[sid]["inputs"]["poses"]
+        w[sid]["inputs"]["poses"] = select(f"Range {rng.label}", poses, rng.start, len(rng))
+        if sid in anchors and rng.start > 0:
+            w[sid]["inputs"]["anchor_pose"] = select("Anchor frames (the video's first)", poses, 0, anchors[sid])
     out = w[plan.output_id]["inputs"]
     out.update(format=PART_FORMAT, save_output=False, filename_prefix=f"MagicPose/parts/{prefix}_{rng.name}")
     out.pop("audio", None)

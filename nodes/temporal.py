@@ -296,11 +296,14 @@ def temporal_run(model) -> TemporalRun | None:
 
 def with_anchor_frame(poses: torch.Tensor, anchor_pose: torch.Tensor | None,
                       options: TemporalOptions | None) -> tuple[torch.Tensor, int]:
-    """Pose maps with the video's first pose prepended as a hidden frame 0, and how many leading frames to drop.
+    """Pose maps with the video's first pose map(s) prepended as hidden leading frames, and how many to drop.
 
     For rendering a frame range on its own: with ``anchor_pose`` = the video's first pose map (and shared noise),
-    the range's "first" anchor is the video's frame 0, as when the whole video renders at once.
-    poses: IMAGE (N, H, W, 3); anchor_pose: IMAGE (1 or more, H, W, 3), its first frame is used.
+    the range's "first" anchor is the video's frame 0, as when the whole video renders at once. Every map given is
+    rendered hidden, the first being the anchor: with the video's first ``frame_batch`` maps (a range starting on a
+    multiple of frame_batch), each chunk the networks see holds the same frames as in the whole render, so the
+    range's frames are bit-identical to it (one map alone: equal within the fp32 batch-size floor).
+    poses: IMAGE (N, H, W, 3); anchor_pose: IMAGE (A >= 1, H, W, 3).
     """
     if anchor_pose is None:
         return poses, 0
@@ -310,4 +313,4 @@ def with_anchor_frame(poses: torch.Tensor, anchor_pose: torch.Tensor | None,
     if anchor_pose.ndim != 4 or tuple(anchor_pose.shape[1:]) != tuple(poses.shape[1:]) or anchor_pose.shape[0] < 1:
         raise ValueError(f"anchor_pose {tuple(anchor_pose.shape)} must be a pose map of the same size as the poses "
                          f"{tuple(poses.shape[1:])}: give the video's first pose map from the same Extract Pose")
-    return torch.cat([anchor_pose[:1].to(poses), poses]), 1  # (N, H, W, 3) -> (N + 1, H, W, 3)
+    return torch.cat([anchor_pose.to(poses), poses]), anchor_pose.shape[0]  # (N, H, W, 3) -> (A + N, H, W, 3)

@@ -574,7 +574,10 @@ def test_analyse_reads_selection_fps_audio_and_batch():
 
 @pytest.mark.parametrize("change,match", [
     ({"Sampler.shared_noise": False}, "shared_noise is off"),
-    ({"Sampler.temporal_mode": "previous"}, "temporal option"),
+    ({"Sampler.temporal_mode": "previous"}, "'previous' cannot be split over servers: each frame's anchor is the "
+                                            "previous rendered frame.*one --server.*temporal_mode first"),
+    ({"Sampler.temporal_mode": "both"}, "'both' cannot be split"),
+    ({"Sampler.temporal_mode": "first", "Sampler.anchor_pose": ["9", 0]}, "'anchor_pose' is connected"),
     ({"Output.fps": ["6", 0]}, "its fps comes from"),
     ({"Sampler.frame_batch": ["8", 3]}, "frame_batch must be a number"),
 ])
@@ -614,6 +617,27 @@ def test_range_workflow_cuts_the_poses_and_writes_a_lossless_part():
     assert out["format"] == "mkv" and out["save_output"] is False and "audio" not in out
     assert out["filename_prefix"] == "MagicPose/parts/abc_000008-000011"
     assert wf["10"]["inputs"]["poses"] == ["9", 0] and "audio" in wf["12"]["inputs"]       # the original is untouched
+    assert "anchor_pose" not in part["10"]["inputs"]                                        # temporal_mode off
+
+
+def test_temporal_first_ranges_get_the_videos_first_frame_batch_as_anchor_pose():
+    from magicpose_core.split_render import FrameRange, analyse, range_workflow
+
+    wf = split_workflow()
+    mc.apply_sets(wf, {"Sampler.temporal_mode": "first", "Sampler.frame_batch": 3})
+    plan = analyse(wf)
+    assert plan.anchors == (("10", 3),)
+    first = range_workflow(wf, plan, FrameRange(0, 3), "abc")
+    assert "anchor_pose" not in first["10"]["inputs"]                   # frame 0 is in the range itself
+    part = range_workflow(wf, plan, FrameRange(6, 9), "abc")
+    anchor, cut = part["10"]["inputs"]["anchor_pose"][0], part["10"]["inputs"]["poses"][0]
+    assert anchor != cut and anchor not in wf and cut not in wf
+    a = part[anchor]["inputs"]
+    assert part[anchor]["class_type"] == "MagicPoseSelectFrames" and a["images"] == ["9", 0]
+    assert (a["skip_first_frames"], a["frame_load_cap"], a["select_every_nth"]) == (0, 3, 1)
+    assert (part[cut]["inputs"]["skip_first_frames"], part[cut]["inputs"]["frame_load_cap"]) == (6, 3)
+    mc.apply_sets(wf, {"Sampler.temporal_strength": 0.0})               # strength 0 is off: nothing to anchor
+    assert analyse(wf).anchors == ()
 
 
 def test_stop_gate_refuses_posts_after_the_stop_and_waits_for_those_in_flight():

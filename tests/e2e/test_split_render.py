@@ -6,8 +6,9 @@ Checked: the merged video has exactly the frames and the sound of a single-serve
 of a range has its range re-queued on another server and the result is still identical; a server that stays up but
 fails in the middle of a range (the test-only fault node on server b) has that range re-rendered on the other, still
 identical; SIGTERM stops every range on every server before the client exits (nothing of ours queued or running) and
-keeps the finished parts, and `--resume` renders only the missing ranges; a run whose ranges fail everywhere lists
-them and exits 1. The per-range overhead (time outside the sampler), the upload and the merge are recorded as figures.
+keeps the finished parts, and `--resume` renders only the missing ranges; temporal_mode first splits bit-exactly and
+previous is refused; a run whose ranges fail everywhere lists them and exits 1. The per-range overhead (time outside
+the sampler), the upload and the merge are recorded as figures.
 """
 from __future__ import annotations
 
@@ -269,6 +270,24 @@ def test_an_execution_error_mid_range_is_retried_on_the_other_server(servers, sa
     assert b.url in {s.server for s in result.stats}                                   # b stayed up and rendered
     assert len(result.stats) == 5 and not result.failed
     assert_same_video(result.path, single)
+
+
+def test_temporal_first_split_over_two_servers_equals_the_single_render(servers, samples, sets, single, tmp_path):
+    """temporal_mode first: each range after the first gets the video's first frame_batch pose maps as anchor_pose
+    (hidden frames), so the merged frames equal the single render bit-for-bit; previous is refused with the fix."""
+    temporal = sets + ["Sampler.temporal_mode=first", "Sampler.temporal_strength=0.8"]
+    r = client(*base_args(samples, temporal, tmp_path / "single.mp4", servers[0].url))
+    assert r.returncode == 0, r.stderr
+    r = client(*base_args(samples, temporal, tmp_path / "split.mp4", *(s.url for s in servers)), "--range-frames", "4")
+    assert r.returncode == 0, r.stderr
+    assert "10 frames in 3 ranges on 2 server(s)" in r.stderr
+    want = decoded(tmp_path / "single.mp4")
+    assert_same_video(tmp_path / "split.mp4", want)
+    assert not np.array_equal(want[0], single[0])                 # the temporal sources did change the frames
+    r = client(*base_args(samples, sets + ["Sampler.temporal_mode=previous"], tmp_path / "x.mp4",
+                          *(s.url for s in servers)))
+    assert r.returncode == 2 and "each frame's anchor is the previous rendered frame" in r.stderr, r.stderr
+    assert "temporal_mode first" in r.stderr and "one --server" in r.stderr
 
 
 def test_ranges_failing_everywhere_are_listed_and_exit_1(servers, samples, sets, tmp_path):

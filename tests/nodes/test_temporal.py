@@ -225,5 +225,7 @@ def test_sampler_node_path_and_a_frame_range_with_the_anchor_pose(pack, models):
     assert part.shape == (2, 4, SIZE // 8, SIZE // 8)
     assert _rel(part, whole[2:]) <= 5e-5          # fp32 batch-size floor ~1.5e-5 (other chunk composition)
     assert _rel(alone, whole[2:]) > 1e-3          # without it the range anchors on its own first frame
+    exact = sample(*args, poses[2:], *rest, frame_batch=2, temporal=temporal, anchor_pose=poses[:2])["samples"]
+    assert torch.equal(exact, whole[2:])          # the first frame_batch maps: the same chunks, bit-identical
     with pytest.raises(ValueError, match="same size"):
         sample(*args, poses[2:], *rest, temporal=temporal, anchor_pose=pose_maps(1, 32))
