@@ -57,13 +57,15 @@ def _complete_unet(appearance: dict[str, torch.Tensor]) -> dict[str, torch.Tenso
     return sd
 
 
-def resolve_dtype(weight_dtype: str, device: torch.device | None = None, params: int = 0) -> torch.dtype:
+def resolve_dtype(weight_dtype: str | torch.dtype, device: torch.device | None = None, params: int = 0) -> torch.dtype:
     """The weight dtype a `weight_dtype` choice means on `device` (default: ComfyUI's torch device).
 
     `default` is fp32 on the CPU (the official weights' precision) and, elsewhere, what ComfyUI picks for an SD1.5
     UNet on that device: fp16 on most GPUs, bf16 where fp16 is not usable, fp32 on old cards or with --fp32-unet.
     `params` (the weights' element count) lets ComfyUI weigh the free memory as it does for its own UNets.
     """
+    if isinstance(weight_dtype, torch.dtype):  # given as such (the float64 invariance tests: ComfyUI's fp64 path)
+        return weight_dtype
     if DTYPES[weight_dtype] is not None:
         return DTYPES[weight_dtype]
     device = device if device is not None else comfy.model_management.get_torch_device()
@@ -73,7 +75,7 @@ def resolve_dtype(weight_dtype: str, device: torch.device | None = None, params:
                                              supported_dtypes=[torch.float16, torch.bfloat16, torch.float32])
 
 
-def build_magicpose_model(parts: "checkpoint.MagicPoseParts", weight_dtype: str = "default",
+def build_magicpose_model(parts: "checkpoint.MagicPoseParts", weight_dtype: str | torch.dtype = "default",
                           name: str = "magicpose") -> MagicPoseModel:
     """ComfyUI objects from the split checkpoint parts (ldm UNet keys; `control_model.` ControlNet keys), with the
     weights in `resolve_dtype(weight_dtype)`."""

@@ -264,11 +264,19 @@ class MagicPoseRun:
             log.warning(msg)
 
 
-class DiffusionModelWrapper:
-    """DIFFUSION_MODEL wrapper: bank for conditional rows, then the UNet; per-call state dropped in finally."""
+class ConditionalCallWrapper:
+    """DIFFUSION_MODEL wrapper base: a call with conditional rows, inside the run's window, gets a per-call state
+    (:meth:`start_call`) in ``transformer_options[key]`` for the attn1 patches, dropped in finally, then
+    ``run.after_call(state)``; other calls run plain. ``run`` has ``active``, ``after_call`` and ``stats.plain_calls``.
+    """
 
-    def __init__(self, run: MagicPoseRun):
+    key = ""
+
+    def __init__(self, run):
         self.run = run
+
+    def start_call(self, x, timesteps, context, cond_or_uncond: list[int], transformer_options: dict):
+        raise NotImplementedError
 
     def __call__(self, executor, x, timesteps, context, y, control, transformer_options, **kwargs):
         run = self.run
@@ -276,18 +284,28 @@ class DiffusionModelWrapper:
         if 0 not in coc or not run.active(transformer_options):
             run.stats.plain_calls += 1
             return executor(x, timesteps, context, y, control, transformer_options, **kwargs)
-        rows = cond_row_mask(coc, x.shape[0])
-        run.stats.bank_calls += 1
-        state = CallState([run.bank_for(x, timesteps, context, rows)], rows, run.options.reference_strength,
-                          run.stats)
+        state = self.start_call(x, timesteps, context, coc, transformer_options)
         topts = dict(transformer_options)
-        topts[CALL_KEY] = state
+        topts[self.key] = state
         try:
             out = executor(x, timesteps, context, y, control, topts, **kwargs)
         finally:
-            topts.pop(CALL_KEY, None)
+            topts.pop(self.key, None)
         run.after_call(state)
         return out
+
+
+class DiffusionModelWrapper(ConditionalCallWrapper):
+    """DIFFUSION_MODEL wrapper: bank for conditional rows, then the UNet; per-call state dropped in finally."""
+
+    key = CALL_KEY
+
+    def start_call(self, x, timesteps, context, cond_or_uncond, transformer_options) -> CallState:
+        run = self.run
+        rows = cond_row_mask(cond_or_uncond, x.shape[0])
+        run.stats.bank_calls += 1
+        return CallState([run.bank_for(x, timesteps, context, rows)], rows, run.options.reference_strength,
+                         run.stats)
 
 
 class OuterSampleWrapper:

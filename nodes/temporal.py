@@ -36,7 +36,7 @@ from ..magicpose_core.temporal import (
     gather_anchors,
     plan_call,
 )
-from .patching import CALL_KEY
+from .patching import CALL_KEY, ConditionalCallWrapper
 
 log = logging.getLogger("MagicPose")
 
@@ -223,28 +223,15 @@ class TemporalAttention:
         return self
 
 
-class TemporalWrapper:
+class TemporalWrapper(ConditionalCallWrapper):
     """DIFFUSION_MODEL wrapper: the anchor plan of one call with conditional rows; dropped in finally."""
 
-    def __init__(self, run: TemporalRun):
-        self.run = run
+    key = TEMPORAL_KEY
 
-    def __call__(self, executor, x, timesteps, context, y, control, transformer_options, **kwargs):
-        run = self.run
-        coc = transformer_options.get("cond_or_uncond") or []
-        if 0 not in coc or not run.active(transformer_options):
-            run.stats.plain_calls += 1
-            return executor(x, timesteps, context, y, control, transformer_options, **kwargs)
-        call = run.start_call(x.shape[0], coc, transformer_options.get("uuids") or [], timesteps)
-        run.stats.anchor_calls += 1
-        topts = dict(transformer_options)
-        topts[TEMPORAL_KEY] = call
-        try:
-            out = executor(x, timesteps, context, y, control, topts, **kwargs)
-        finally:
-            topts.pop(TEMPORAL_KEY, None)
-        run.after_call(call)
-        return out
+    def start_call(self, x, timesteps, context, cond_or_uncond, transformer_options) -> TemporalCall:
+        call = self.run.start_call(x.shape[0], cond_or_uncond, transformer_options.get("uuids") or [], timesteps)
+        self.run.stats.anchor_calls += 1
+        return call
 
 
 class TemporalOuterWrapper:

@@ -4,7 +4,15 @@ from __future__ import annotations
 import pytest
 import torch
 from support.figures import record
-from support.magicpose_env import comfy_models, conditioning, pose_maps, reference_latent, text_context
+from support.magicpose_env import (
+    AttnProbe,
+    comfy_models,
+    conditioning,
+    magicpose_reference,
+    pose_maps,
+    reference_latent,
+    text_context,
+)
 
 pytestmark = [pytest.mark.comfy]
 
@@ -35,23 +43,6 @@ def made_by_sampler(pack, monkeypatch) -> list:
     return made
 
 
-def _reference(pack, size=SIZE):
-    return pack.magicpose_core.reference.MagicPoseReference.from_latent(reference_latent(size))
-
-
-class Probe:
-    """An attn1_patch registered after MagicPose's: sees the keys/values MagicPose handed to attention."""
-
-    def __init__(self):
-        self.calls = []  # (cond_or_uncond, site, own tokens, key tokens)
-
-    def __call__(self, n, context, value, extra_options):
-        block = extra_options.get("block")
-        site = (block[0], block[1], extra_options.get("block_index", 0)) if block else None
-        self.calls.append((tuple(extra_options.get("cond_or_uncond", ())), site, n.shape[1], context.shape[1]))
-        return n, context, value
-
-
 def _sample(m, positive, negative, n=2, steps=3, seed=0, callback=None, poses=None):
     import comfy.sample
 
@@ -64,8 +55,8 @@ def _sample(m, positive, negative, n=2, steps=3, seed=0, callback=None, poses=No
 def test_all_16_sites_write_and_read_every_step_never_on_uncond(pack, models, P):
     unet, mp = models
     ctx = text_context()
-    m = P.apply_magicpose(unet, mp, _reference(pack), P.MagicPoseOptions(strict_sites=True))
-    probe = Probe()
+    m = P.apply_magicpose(unet, mp, magicpose_reference(pack), P.MagicPoseOptions(strict_sites=True))
+    probe = AttnProbe()
     m.set_model_attn1_patch(probe)
     steps = 4
     pos = P.attach_pose_control(conditioning(ctx), mp.pose_controlnet, pose_maps(2))
@@ -92,7 +83,7 @@ def test_input_model_untouched(pack, models, P):
     before_add = dict(unet.additional_models)
     ctx = text_context()
     baseline = _sample(unet, conditioning(ctx), conditioning(ctx), seed=3)
-    m = P.apply_magicpose(unet, mp, _reference(pack))
+    m = P.apply_magicpose(unet, mp, magicpose_reference(pack))
     patched = _sample(m, conditioning(ctx), conditioning(ctx), seed=3)
     assert repr(unet.model_options) == before_options
     assert repr(unet.wrappers) == before_wrappers
@@ -125,7 +116,7 @@ def test_bank_computed_once_per_step_across_frame_chunks(pack, models, P, made_b
 def test_bank_once_per_step_per_distinct_context(pack, models, P):
     unet, mp = models
     c1, c2 = text_context(0), text_context(5)
-    m = P.apply_magicpose(unet, mp, _reference(pack))
+    m = P.apply_magicpose(unet, mp, magicpose_reference(pack))
     steps = 2
     _sample(m, [[c1, {}], [c2, {}]], conditioning(c1), steps=steps)
     assert P.magicpose_run(m).stats.acm_calls == 2 * steps
@@ -168,9 +159,9 @@ def test_composes_with_another_attn1_patch_and_a_lora(pack, models, P, factory_f
             lora[f"{key}.lora_up.weight"] = torch.randn((320, 4), generator=g) * 0.5
             lora[f"{key}.lora_down.weight"] = torch.randn((4, 320), generator=g) * 0.5
     lora_model, _ = comfy.sd.load_lora_for_models(base, None, lora, 1.0, 0.0)
-    m = P.apply_magicpose(lora_model, mp, _reference(pack), P.MagicPoseOptions(strict_sites=True))
+    m = P.apply_magicpose(lora_model, mp, magicpose_reference(pack), P.MagicPoseOptions(strict_sites=True))
     with_lora = _sample(m, conditioning(ctx), conditioning(ctx), seed=2)
-    m2 = P.apply_magicpose(base, mp, _reference(pack))
+    m2 = P.apply_magicpose(base, mp, magicpose_reference(pack))
     without = _sample(m2, conditioning(ctx), conditioning(ctx), seed=2)
     assert len(P.magicpose_run(m).stats.reads) == 16
     assert seen and max(seen) > min(seen)  # the other patch ran, before and after K/V extension
@@ -182,7 +173,7 @@ def test_interrupt_frees_banks_and_next_run_succeeds(pack, models, P):
 
     unet, mp = models
     ctx = text_context()
-    m = P.apply_magicpose(unet, mp, _reference(pack))
+    m = P.apply_magicpose(unet, mp, magicpose_reference(pack))
     run = P.magicpose_run(m)
 
     def interrupt_at_2(step, x0, x, total):
@@ -228,16 +219,16 @@ def test_reference_strength_zero_is_plain_sd15_and_window(pack, models, P):
     unet, mp = models
     ctx = text_context()
     plain = _sample(unet, conditioning(ctx), conditioning(ctx), seed=4)
-    off = _sample(P.apply_magicpose(unet, mp, _reference(pack), P.MagicPoseOptions(reference_strength=0.0)),
+    off = _sample(P.apply_magicpose(unet, mp, magicpose_reference(pack), P.MagicPoseOptions(reference_strength=0.0)),
                   conditioning(ctx), conditioning(ctx), seed=4)
     assert torch.allclose(plain, off, atol=1e-5)
-    half = P.apply_magicpose(unet, mp, _reference(pack), P.MagicPoseOptions(reference_strength=0.5))
-    full = P.apply_magicpose(unet, mp, _reference(pack))
+    half = P.apply_magicpose(unet, mp, magicpose_reference(pack), P.MagicPoseOptions(reference_strength=0.5))
+    full = P.apply_magicpose(unet, mp, magicpose_reference(pack))
     r_half = _sample(half, conditioning(ctx), conditioning(ctx), seed=4)
     r_full = _sample(full, conditioning(ctx), conditioning(ctx), seed=4)
     d_half, d_full = float((r_half - plain).abs().mean()), float((r_full - plain).abs().mean())
     assert 0 < d_half < d_full
-    late = P.apply_magicpose(unet, mp, _reference(pack), P.MagicPoseOptions(reference_start=0.5))
+    late = P.apply_magicpose(unet, mp, magicpose_reference(pack), P.MagicPoseOptions(reference_start=0.5))
     _sample(late, conditioning(ctx), conditioning(ctx), steps=4)
     stats = P.magicpose_run(late).stats
     assert stats.bank_calls == 2 and stats.acm_calls == 2  # only the second half of the schedule
@@ -247,9 +238,9 @@ def test_weighted_attention_at_strength_one_equals_plain_extension(pack, models,
     """The strength path (attn1 replace with a log-bias) reduces to the official concat at bias 0."""
     unet, mp = models
     ctx = text_context()
-    full = _sample(P.apply_magicpose(unet, mp, _reference(pack)), conditioning(ctx), conditioning(ctx), seed=5)
-    near = _sample(P.apply_magicpose(unet, mp, _reference(pack), P.MagicPoseOptions(reference_strength=0.9999)),
-                   conditioning(ctx), conditioning(ctx), seed=5)
+    full = _sample(P.apply_magicpose(unet, mp, magicpose_reference(pack)), conditioning(ctx), conditioning(ctx), seed=5)
+    near = P.apply_magicpose(unet, mp, magicpose_reference(pack), P.MagicPoseOptions(reference_strength=0.9999))
+    near = _sample(near, conditioning(ctx), conditioning(ctx), seed=5)
     assert torch.allclose(full, near, atol=1e-3)
 
 
@@ -283,7 +274,7 @@ def test_mixed_cond_uncond_batch_equals_separate_calls(pack, models, P):
     for tag in ("mixed", "separate", "plain"):
         base = unet.clone()
         base.set_model_sampler_cfg_function(capture(tag))
-        m = base if tag == "plain" else P.apply_magicpose(base, mp, _reference(pack))
+        m = base if tag == "plain" else P.apply_magicpose(base, mp, magicpose_reference(pack))
         if tag == "mixed":
             m.set_model_unet_function_wrapper(spy)  # no ControlNet: ComfyUI batches cond and uncond together
         if tag == "separate":

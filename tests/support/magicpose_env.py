@@ -24,9 +24,26 @@ def comfy_models(pack, path: str, dtype: torch.dtype = torch.float32):
 
     parts = factory_parts(str(path))
     unet = comfy.sd.load_diffusion_model_state_dict(dict(parts.unet), model_options={"dtype": dtype})
-    name = {torch.float32: "fp32", torch.float16: "fp16", torch.bfloat16: "bf16"}[dtype]
-    mp = pack.nodes.models.build_magicpose_model(parts, name)
+    mp = pack.nodes.models.build_magicpose_model(parts, dtype)  # float64 too: ComfyUI runs it without a cast
     return unet, mp
+
+
+def magicpose_reference(pack, size: int = 64):
+    """The MAGICPOSE_REFERENCE of :func:`reference_latent`."""
+    return pack.magicpose_core.reference.MagicPoseReference.from_latent(reference_latent(size))
+
+
+class AttnProbe:
+    """An attn1_patch registered after MagicPose's: sees the keys/values handed to attention, per call and site."""
+
+    def __init__(self):
+        self.calls = []  # (cond_or_uncond, site, own tokens, key tokens)
+
+    def __call__(self, n, context, value, extra_options):
+        block = extra_options.get("block")
+        site = (block[0], block[1], extra_options.get("block_index", 0)) if block else None
+        self.calls.append((tuple(extra_options.get("cond_or_uncond", ())), site, n.shape[1], context.shape[1]))
+        return n, context, value
 
 
 def text_context(seed: int = 0, scale: float = 1.0) -> torch.Tensor:
