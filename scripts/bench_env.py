@@ -171,6 +171,18 @@ class ModuleTimer:
         self._handles.clear()
 
 
+def malloc_trim() -> Callable[[], object]:
+    """glibc's malloc_trim(0) (returns freed heap to the OS, so a reset peak RSS does not hide new allocations in
+    it), or a no-op elsewhere."""
+    import ctypes
+
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        return lambda: libc.malloc_trim(0)
+    except (OSError, AttributeError):
+        return lambda: None
+
+
 class PeakMemory:
     """Peak resident memory (and peak GPU memory) between calls of ``take()``, without a sampling thread:
     Linux resets the VmHWM high-water mark when 5 is written to /proc/self/clear_refs (Documentation/filesystems/

@@ -48,7 +48,7 @@ def main(argv=None) -> None:
     E.load_on_device(unet, bundle.appearance, bundle.pose_controlnet.control_model_wrapped)
     ctx, z = text_context(0), reference_latent(a.size)
     mem = E.PeakMemory(gpu)
-    trim = _malloc_trim()
+    trim = E.malloc_trim()
     made = []
     orig = pack.nodes.sampling.apply_magicpose
 
@@ -95,17 +95,6 @@ def main(argv=None) -> None:
         del lat, poses
     if a.json:
         a.json.write_text(json.dumps(out, indent=1))
-
-
-def _malloc_trim():
-    """glibc's malloc_trim(0) (returns freed heap to the OS), or a no-op elsewhere."""
-    import ctypes
-
-    try:
-        libc = ctypes.CDLL("libc.so.6")
-        return lambda: libc.malloc_trim(0)
-    except (OSError, AttributeError):
-        return lambda: None
 
 
 if __name__ == "__main__":
