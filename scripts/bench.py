@@ -31,7 +31,8 @@ Checks and figures that cannot flatter us:
 - the single-image case: ours on one frame (no frame batching, no appearance-pass amortisation) vs the official
   structure;
 - precision: ours on --precision-frames frames under fp32, bf16 and fp16 autocast: seconds per frame and the max
-  deviation from fp32 (fp16 is skipped with its probe time when one step is over 4x slower than fp32);
+  deviation from fp32 (a precision is skipped, with the figure, when a UNet-like block or then one step runs over 4x
+  slower than in fp32);
 - pose extraction throughput (scripts/bench_pose.py, a subprocess) and, for long videos, peak RSS and bank-cache
   peak of --long-frames frames in chunks of --long-chunk vs --long-chunk frames, >= 10 steps, in a process of its
   own (peak reset between the two); on the CPU at a smaller size.
@@ -377,6 +378,13 @@ def extra_runs(a, pack, unet, bundle, ctx, poses, z_raw, out, dev) -> dict:
         row = {"precision": name, "frames": k}
         try:
             if name != "fp32" and base is not None:
+                slow = E.autocast_slowdown(dev.type, name)   # ~1 s: one UNet-like block under autocast vs fp32
+                row["micro_slowdown"] = slow
+                if slow > 4:
+                    row["skipped"] = f"a UNet-like block ran {slow:.0f}x slower than fp32 under autocast {name}"
+                    res["precision"].append(row)
+                    log(f"precision {name}: skipped ({row['skipped']})")
+                    continue
                 _, probe = ours(1, 1, name)   # one step of one frame: skip what is far slower than fp32
                 row["probe_seconds_per_step"] = probe
                 if probe > 4 * base["seconds_per_frame_step"]:
@@ -543,8 +551,9 @@ def worker_long(a: argparse.Namespace) -> dict:
     E.load_on_device(unet, bundle.appearance, bundle.pose_controlnet.control_model_wrapped)
     size, fb, steps = a.long_size, a.long_chunk, a.long_steps
     ctx, z_raw = text_context(0), reference_latent(size)
-    mem = E.PeakMemory(gpu)
-    res = {"build_seconds": build_s, "peak_memory_resettable": mem.resettable, "runs": []}
+    mem, trim = E.PeakMemory(gpu), E.malloc_trim()
+    exact = E.exact_malloc()   # RSS follows live tensors, not freed heap (bench_env.exact_malloc)
+    res = {"build_seconds": build_s, "peak_memory_resettable": mem.resettable, "exact_malloc": exact, "runs": []}
     made = []
     apply = pack.nodes.sampling.apply_magicpose
 
@@ -555,6 +564,7 @@ def worker_long(a: argparse.Namespace) -> dict:
     pack.nodes.sampling.apply_magicpose = spy
     for n in (a.long_chunk, a.long_frames):
         poses = pose_maps(n, size)
+        trim()   # freed heap back to the OS: the weights' build left gigabytes a reset peak would hide
         base = E.rss_bytes()
         mem.take()
         with E.timed(dev.type) as t:

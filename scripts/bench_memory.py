@@ -3,7 +3,8 @@
 Builds the full-width random SD1.5 / appearance / ControlNet weights once (bench_env.py), then for each
 configuration FRAMES:FRAME_BATCH runs MagicPoseSample's function (ddim, magicpose_official, CFG 7) and records the
 peak RSS (VmHWM, reset before each run; freed heap is returned to the OS first with glibc's malloc_trim, else
-new tensors reuse the gigabytes freed while building the weights and RSS cannot see them), the peak GPU memory, and
+new tensors reuse the gigabytes freed while building the weights and RSS cannot see them; every large allocation is
+its own mmap, so RSS follows live tensors: bench_env.exact_malloc), the peak GPU memory, and
 the most the pack's bank cache held after any step (read through a post-CFG hook; works on old checkouts too).
 `--pack-root` loads another checkout of the pack (e.g. a worktree of an older commit) to measure "before" with the
 same script.
@@ -49,6 +50,7 @@ def main(argv=None) -> None:
     ctx, z = text_context(0), reference_latent(a.size)
     mem = E.PeakMemory(gpu)
     trim = E.malloc_trim()
+    exact = E.exact_malloc()   # RSS follows live tensors (else freed, fragmented heap inflates the peak)
     made = []
     orig = pack.nodes.sampling.apply_magicpose
 
@@ -58,14 +60,15 @@ def main(argv=None) -> None:
 
     pack.nodes.sampling.apply_magicpose = spy
     out = {"pack_root": str(a.pack_root or E.ROOT), "size": a.size, "steps": a.steps, "dtype": a.dtype,
-           "build_seconds": build_s, "loadavg_start": os.getloadavg(), "runs": []}
+           "build_seconds": build_s, "loadavg_start": os.getloadavg(), "exact_malloc": exact, "runs": []}
     for spec in a.runs:
         frames, fb = (int(v) for v in spec.split(":"))
         poses = pose_maps(frames, a.size)
-        cache_peak = [0]
+        cache_peak, rss_steps = [0], []
 
-        def watch(args, _peak=cache_peak):   # after each step: what the bank cache holds
+        def watch(args, _peak=cache_peak):   # after each step: what the bank cache holds, and the RSS
             _peak[0] = max(_peak[0], pack.nodes.patching.magicpose_run(made[-1]).cache.nbytes())
+            rss_steps.append(E.rss_bytes())
             return args["denoised"]
 
         model = unet.clone()
@@ -85,13 +88,17 @@ def main(argv=None) -> None:
              "peak_gpu_mib": peak_gpu / MIB if gpu else None, "acm_calls": getattr(stats, "acm_calls", None),
              "bank_mib": getattr(stats, "bank_bytes", 0) / MIB or None,
              "peak_cache_mib": getattr(stats, "peak_cache_bytes", 0) / MIB or None,
-             "cache_after_steps_max_mib": cache_peak[0] / MIB, "loadavg": os.getloadavg()}
+             "cache_after_steps_max_mib": cache_peak[0] / MIB,
+             # RSS above the start after each step (the post-CFG hook runs once per step, all chunks included)
+             "rss_after_steps_mib": [round((v - base) / MIB, 1) for v in rss_steps], "loadavg": os.getloadavg()}
         out["runs"].append(r)
         print(f"{a.size}x{a.size} {a.steps} steps, {frames} frame(s) in chunks of {fb} ({r['chunks']} chunk(s)): "
               f"peak RSS +{r['extra_rss_mib']:.0f} MiB over {base / MIB:.0f} MiB, {secs:.0f} s; bank cache held "
               f"up to {r['cache_after_steps_max_mib']:.1f} MiB"
               + (f", bank cache peak {r['peak_cache_mib']:.1f} MiB (one bank {r['bank_mib']:.1f} MiB)"
-                 if r["bank_mib"] else "") + f"; load {r['loadavg'][0]:.1f}", flush=True)
+                 if r["bank_mib"] else "")
+              + (f"; RSS after the first / last step +{r['rss_after_steps_mib'][0]:.0f} / "
+                 f"+{r['rss_after_steps_mib'][-1]:.0f} MiB" if rss_steps else "") + f"; load {r['loadavg'][0]:.1f}", flush=True)
         del lat, poses
     if a.json:
         a.json.write_text(json.dumps(out, indent=1))

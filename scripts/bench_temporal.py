@@ -113,6 +113,7 @@ def long_case(pack, unet, bundle, a, dev, widths: str) -> dict:
 
     gpu = dev.type == "cuda"
     mem, trim, res = E.PeakMemory(gpu), E.malloc_trim(), {}
+    E.exact_malloc()   # RSS follows live tensors, not freed heap
     print(f"long video: {a.long_frames} frames in chunks of {a.long_chunk} at {a.long_size}x{a.long_size}, "
           f"{a.long_steps} steps, {widths}, {a.dtype}", flush=True)
     for mode in ("off", "both"):
