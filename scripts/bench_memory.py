@@ -98,7 +98,8 @@ def main(argv=None) -> None:
               + (f", bank cache peak {r['peak_cache_mib']:.1f} MiB (one bank {r['bank_mib']:.1f} MiB)"
                  if r["bank_mib"] else "")
               + (f"; RSS after the first / last step +{r['rss_after_steps_mib'][0]:.0f} / "
-                 f"+{r['rss_after_steps_mib'][-1]:.0f} MiB" if rss_steps else "") + f"; load {r['loadavg'][0]:.1f}", flush=True)
+                 f"+{r['rss_after_steps_mib'][-1]:.0f} MiB" if rss_steps else "")
+              + f"; load {r['loadavg'][0]:.1f}", flush=True)
         del lat, poses
     if a.json:
         a.json.write_text(json.dumps(out, indent=1))
