@@ -187,7 +187,7 @@ def exact_malloc(threshold: int = 128 * 1024) -> bool:
     """Make RSS follow live memory: glibc's mallopt(M_MMAP_THRESHOLD) serves every allocation of `threshold` bytes
     or more (every tensor that matters) with its own mmap, unmapped when freed, and M_TRIM_THRESHOLD returns freed
     heap at once. Without it glibc raises the threshold as tensors come and go, and peak RSS then includes freed,
-    fragmented heap: the same 512x512 run measured +280 MiB with it and +680..+860 MiB without. Costs some speed
+    fragmented heap: the same 512x512 run measured +280 MiB with it and +613..+860 MiB without. Costs some speed
     (page faults on every large allocation): for memory runs only. False where glibc is not there."""
     import ctypes
 

@@ -9,7 +9,7 @@ the most the pack's bank cache held after any step (read through a post-CFG hook
 `--pack-root` loads another checkout of the pack (e.g. a worktree of an older commit) to measure "before" with the
 same script.
 
-    .venv/bin/python scripts/bench_memory.py --size 128 --steps 50 --runs 1:1 4:1 [--pack-root /tmp/old] [--json f]
+    .venv/bin/python scripts/bench_memory.py --size 128 --steps 50 --runs 1:1 4:1 [--pack-root OLD_CHECKOUT] [--json f]
 """
 from __future__ import annotations
 
