@@ -34,6 +34,7 @@ interrupts the prompt if it is running or deletes it if it is queued (POST /api/
 without the jobs API POST /interrupt {"prompt_id": id} and POST /queue {"delete": [id]}), never touching other
 clients' prompts, and repeats that until GET /queue no longer lists it (bounded): ComfyUI clears its interrupt
 flag when a prompt starts, so an interrupt that lands between the prompt leaving the queue and its start is lost.
+A second Ctrl-C or signal during that stop is ignored with a message, so it cannot leave a prompt running.
 
 Several servers: `--server A --server B ...` splits the driving video into contiguous frame ranges, renders them
 on whichever server is idle and merges them into --out with the driver's fps and sound; the result equals a
@@ -126,18 +127,24 @@ class Terminated(KeyboardInterrupt):
 
 
 def install_signal_handlers() -> Callable[[], None]:
-    """Make SIGTERM and SIGHUP raise `Terminated` in the main thread (the first one; later ones are logged and
-    ignored while the prompt is being stopped). Returns a function that restores the previous handlers."""
+    """Make Ctrl-C (SIGINT) raise KeyboardInterrupt and SIGTERM / SIGHUP raise `Terminated` in the main thread, the
+    first time; every later signal is logged and ignored while the prompts are being stopped, so a second Ctrl-C
+    cannot cut the stop short and leave a prompt of ours running on a server (the stop itself is bounded).
+    Returns a function that restores the previous handlers."""
     fired: list[int] = []
 
     def handler(signum, _frame):
         if fired:
-            log.warning("%s again: still stopping the prompt on the server", signal.Signals(signum).name)
+            log.warning("%s again: still stopping our prompts on the server(s), for a bounded time (Ctrl-\\ quits "
+                        "at once and may leave them running)",
+                        "Ctrl-C" if signum == signal.SIGINT else signal.Signals(signum).name)
             return
         fired.append(signum)
+        if signum == signal.SIGINT:
+            raise KeyboardInterrupt
         raise Terminated(signum)
 
-    names = [n for n in ("SIGTERM", "SIGHUP") if hasattr(signal, n)]
+    names = [n for n in ("SIGINT", "SIGTERM", "SIGHUP") if hasattr(signal, n)]
     previous = {n: signal.signal(getattr(signal, n), handler) for n in names}
 
     def restore() -> None:

@@ -659,3 +659,36 @@ def test_stop_gate_refuses_posts_after_the_stop_and_waits_for_those_in_flight():
     gate.close_post("B", "p2", queued=True)
     stopper.join(5)
     assert not stopper.is_alive() and got == {"B": {"p2"}}
+
+
+def test_signal_handlers_raise_once_then_ignore_repeats_so_the_stop_is_not_cut_short(caplog):
+    """The CLI's handlers: the first Ctrl-C raises KeyboardInterrupt (exit 130), the first SIGTERM `Terminated`;
+    any later signal, Ctrl-C included, is logged and ignored while our prompts are being stopped; `restore` puts
+    the previous handlers back."""
+    import signal
+    import time
+
+    def deliver(signum: int) -> None:
+        os.kill(os.getpid(), signum)
+        time.sleep(0.05)                                          # the handler runs in this (main) thread
+
+    before = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
+    restore = mc.install_signal_handlers()
+    try:
+        with pytest.raises(KeyboardInterrupt) as first:
+            deliver(signal.SIGINT)
+        assert not isinstance(first.value, mc.Terminated)
+        with caplog.at_level("WARNING", logger="MagicPose"):
+            deliver(signal.SIGINT)                                # a second Ctrl-C during the stop: ignored
+            deliver(signal.SIGTERM)
+        assert "Ctrl-C again: still stopping our prompts" in caplog.text and "SIGTERM again" in caplog.text
+    finally:
+        restore()
+    assert {s: signal.getsignal(s) for s in before} == before
+    restore = mc.install_signal_handlers()
+    try:
+        with pytest.raises(mc.Terminated) as term:
+            deliver(signal.SIGTERM)
+        assert term.value.signum == signal.SIGTERM
+    finally:
+        restore()

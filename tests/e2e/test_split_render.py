@@ -6,7 +6,8 @@ Checked: the merged video has exactly the frames and the sound of a single-serve
 of a range has its range re-queued on another server and the result is still identical; a server that stays up but
 fails in the middle of a range (the test-only fault node on server b) has that range re-rendered on the other, still
 identical; SIGTERM stops every range on every server before the client exits (nothing of ours queued or running) and
-keeps the finished parts, and `--resume` renders only the missing ranges; temporal_mode first splits bit-exactly and
+keeps the finished parts, and `--resume` renders only the missing ranges; Ctrl-C pressed twice does the same
+(exit 130; the second one does not cut the stop short); temporal_mode first splits bit-exactly and
 previous is refused; a run whose ranges fail everywhere lists them and exits 1. The per-range overhead (time outside
 the sampler), the upload and the merge are recorded as figures.
 """
@@ -14,6 +15,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -245,6 +247,42 @@ def test_sigterm_stops_every_range_keeps_parts_and_resume_renders_the_rest(serve
     started = [ln for ln in r.stderr.splitlines() if ln.endswith("started") or ": started |" in ln]
     assert len(started) == 5 - len(kept), r.stderr                # only the missing ranges were rendered
     assert_same_video(out, single)
+
+
+def test_ctrl_c_twice_stops_every_range_and_exits_130(servers, samples, sets, tmp_path):
+    """Ctrl-C, then Ctrl-C again at once (what users do): the second one is ignored with a message instead of
+    cutting the stop short, so nothing of ours is left queued or running on any server; exit 130, parts kept."""
+    parts = tmp_path / "parts"
+    args = base_args(samples, sets, tmp_path / "never.mp4", *(s.url for s in servers)) + [
+        "--range-frames", "2", "--parts-dir", str(parts)]
+    proc = subprocess.Popen([sys.executable, "-m", "magicpose_core.client", "run", *args], cwd=ROOT,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    watchdog = threading.Timer(600, proc.kill)
+    watchdog.start()
+    try:
+        lines, sent, sampling = [], False, re.compile(r": [1-9]\d*% \|")
+        for line in proc.stderr:
+            lines.append(line)
+            if not sent and sampling.search(line):                # a range is sampling on a server: Ctrl-C
+                proc.send_signal(signal.SIGINT)
+                sent = True
+            elif sent and line.startswith("stopping "):           # the stop is under way: Ctrl-C again
+                proc.send_signal(signal.SIGINT)
+                break
+        rest = proc.stderr.read()
+        code = proc.wait(timeout=120)
+    finally:
+        watchdog.cancel()
+        if proc.poll() is None:
+            proc.kill()
+    err = "".join(lines) + rest
+    assert code == 130, err
+    assert "Ctrl-C again: still stopping our prompts" in rest and "Traceback" not in rest, rest
+    for srv in servers:                                           # nothing of ours runs or waits on any server
+        q = srv.get_json("/queue")
+        assert q["queue_running"] == [] and q["queue_pending"] == [], q
+    assert (parts / "manifest.json").is_file() and not list(parts.glob(".*partial"))
+    assert not (tmp_path / "never.mp4").exists()
 
 
 def test_an_execution_error_mid_range_is_retried_on_the_other_server(servers, samples, sets, single, tmp_path,
