@@ -208,22 +208,18 @@ def test_unreachable_server_skipped_and_killed_server_requeued(comfy_root, facto
     assert_same_video(out, single)
 
 
-def test_sigterm_stops_every_range_keeps_parts_and_resume_renders_the_rest(servers, samples, sets, single,
-                                                                           tmp_path):
-    out, parts = tmp_path / "resumed.mp4", tmp_path / "parts"
-    args = base_args(samples, sets, out, *(s.url for s in servers)) + ["--range-frames", "2", "--parts-dir",
-                                                                        str(parts)]
+def signalled_client(args: list[str], on_line) -> tuple[int, str, str]:
+    """Run the client CLI, call `on_line(proc, line)` on each stderr line until it returns True (it sends the
+    signals), then read the rest and wait. Returns (exit code, stderr up to then, the rest of stderr)."""
     proc = subprocess.Popen([sys.executable, "-m", "magicpose_core.client", "run", *args], cwd=ROOT,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     watchdog = threading.Timer(600, proc.kill)
     watchdog.start()
     try:
-        lines, done = [], 0
+        lines = []
         for line in proc.stderr:
             lines.append(line)
-            done += ": done |" in line
-            if done and "started" in line:                      # a range finished and the next one started
-                proc.send_signal(signal.SIGTERM)
+            if on_line(proc, line):
                 break
         rest = proc.stderr.read()
         code = proc.wait(timeout=120)
@@ -231,12 +227,35 @@ def test_sigterm_stops_every_range_keeps_parts_and_resume_renders_the_rest(serve
         watchdog.cancel()
         if proc.poll() is None:
             proc.kill()
-    err = "".join(lines) + rest
-    assert code == 128 + signal.SIGTERM, err
-    assert "terminated by SIGTERM" in rest and "Traceback" not in rest, rest
+    return code, "".join(lines), rest
+
+
+def assert_nothing_of_ours_left(servers) -> None:
     for srv in servers:                                           # nothing of ours runs or waits on any server
         q = srv.get_json("/queue")
         assert q["queue_running"] == [] and q["queue_pending"] == [], q
+
+
+def test_sigterm_stops_every_range_keeps_parts_and_resume_renders_the_rest(servers, samples, sets, single,
+                                                                           tmp_path):
+    out, parts = tmp_path / "resumed.mp4", tmp_path / "parts"
+    args = base_args(samples, sets, out, *(s.url for s in servers)) + ["--range-frames", "2", "--parts-dir",
+                                                                        str(parts)]
+    done = []
+
+    def on_line(proc, line: str) -> bool:
+        if ": done |" in line:
+            done.append(line)
+        if done and "started" in line:                            # a range finished and the next one started
+            proc.send_signal(signal.SIGTERM)
+            return True
+        return False
+
+    code, head, rest = signalled_client(args, on_line)
+    err = head + rest
+    assert code == 128 + signal.SIGTERM, err
+    assert "terminated by SIGTERM" in rest and "Traceback" not in rest, rest
+    assert_nothing_of_ours_left(servers)
     kept = sorted(p.name for p in parts.glob("range_*.mkv"))
     manifest = json.loads((parts / "manifest.json").read_text())
     assert len(manifest["ranges"]) == 5 and 1 <= len(kept) < 5, (kept, err)
@@ -255,32 +274,22 @@ def test_ctrl_c_twice_stops_every_range_and_exits_130(servers, samples, sets, tm
     parts = tmp_path / "parts"
     args = base_args(samples, sets, tmp_path / "never.mp4", *(s.url for s in servers)) + [
         "--range-frames", "2", "--parts-dir", str(parts)]
-    proc = subprocess.Popen([sys.executable, "-m", "magicpose_core.client", "run", *args], cwd=ROOT,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    watchdog = threading.Timer(600, proc.kill)
-    watchdog.start()
-    try:
-        lines, sent, sampling = [], False, re.compile(r": [1-9]\d*% \|")
-        for line in proc.stderr:
-            lines.append(line)
-            if not sent and sampling.search(line):                # a range is sampling on a server: Ctrl-C
-                proc.send_signal(signal.SIGINT)
-                sent = True
-            elif sent and line.startswith("stopping "):           # the stop is under way: Ctrl-C again
-                proc.send_signal(signal.SIGINT)
-                break
-        rest = proc.stderr.read()
-        code = proc.wait(timeout=120)
-    finally:
-        watchdog.cancel()
-        if proc.poll() is None:
-            proc.kill()
-    err = "".join(lines) + rest
+    sent, sampling = [], re.compile(r": [1-9]\d*% \|")
+
+    def on_line(proc, line: str) -> bool:
+        if not sent and sampling.search(line):                    # a range is sampling on a server: Ctrl-C
+            proc.send_signal(signal.SIGINT)
+            sent.append(line)
+        elif sent and line.startswith("stopping "):               # the stop is under way: Ctrl-C again
+            proc.send_signal(signal.SIGINT)
+            return True
+        return False
+
+    code, head, rest = signalled_client(args, on_line)
+    err = head + rest
     assert code == 130, err
     assert "Ctrl-C again: still stopping our prompts" in rest and "Traceback" not in rest, rest
-    for srv in servers:                                           # nothing of ours runs or waits on any server
-        q = srv.get_json("/queue")
-        assert q["queue_running"] == [] and q["queue_pending"] == [], q
+    assert_nothing_of_ours_left(servers)
     assert (parts / "manifest.json").is_file() and not list(parts.glob(".*partial"))
     assert not (tmp_path / "never.mp4").exists()
 
