@@ -3,14 +3,20 @@
 MagicPose: "Realistic Human Poses and Facial Expressions Retargeting with Identity-aware Diffusion"
 (ICML 2024, arXiv 2311.12052). Official code: Boese0601/MagicDance (research licence; facts only).
 
-Submodules: config, geometry, reference, attention_bank, guidance, checkpoint, keymap, layout, hub,
-video, client, websocket, pose (keypoints, mapping, render, smoothing, retarget, detect, pipeline).
-Names below are imported on first use, so light submodules (the headless client) never import torch.
+Packages, each by what it is (docs/architecture.md):
+  model/       the method: attention bank, reference, guidance, temporal sources, the official constants
+  weights/     safe loading, validation, conversion, key maps, layouts, downloads   (python -m ...weights)
+  media/       video, frame selection, images, model-size geometry
+  pose/        keypoints, detectors (base + backends + factory), smoothing, retargeting, drawing
+  client/      headless client of a ComfyUI server, several servers                   (python -m ...client)
+  provenance/  invisible watermark and label                                          (python -m ...provenance)
+  evaluate/    the paper's metrics                                                    (python -m ...evaluate)
+Names below are imported on first use, so light subpackages (the headless client) never import torch.
 """
 from importlib import import_module
 
-_EXPORTS = {"SITES": ".config", "FitGeometry": ".geometry", "fit_geometry": ".geometry",
-            "MagicPoseReference": ".reference"}
+_EXPORTS = {"SITES": ".model.constants", "FitGeometry": ".media.geometry", "fit_geometry": ".media.geometry",
+            "MagicPoseReference": ".model.reference"}
 __all__ = list(_EXPORTS)
 
 

@@ -11,7 +11,7 @@ log = logging.getLogger("MagicPose")
 class MagicPoseExtension(ComfyExtension):
     async def on_load(self) -> None:
         from .models import register_model_folder
-        from .official_schedule import register_official_scheduler
+        from .patch.official_schedule import register_official_scheduler
 
         register_model_folder()
         register_official_scheduler()  # KSampler / KSamplerAdvanced / BasicScheduler list magicpose_official

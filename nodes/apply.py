@@ -1,11 +1,11 @@
 """MagicPoseApply: MagicPose as a MODEL patch + positive conditioning, for any KSampler / SamplerCustom."""
 from __future__ import annotations
 
-from ..magicpose_core.temporal import TemporalOptions
+from ..magicpose_core.model.temporal import TemporalOptions
 from ._api import io
-from .patching import MagicPoseOptions, apply_magicpose, attach_pose_control
-from .sampling import as_reference, check_poses
-from .temporal import add_temporal_sources
+from .patch.model_patch import MagicPoseOptions, apply_magicpose, attach_pose_control
+from .patch.run_sampling import as_reference, check_poses
+from .patch.temporal_sources import add_temporal_sources
 from .temporal_inputs import temporal_inputs
 from .types import MagicPoseModelType, MagicPoseReferenceType
 

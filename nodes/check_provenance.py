@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import torch
 
-from ..magicpose_core.images import iter_uint8
+from ..magicpose_core.media.images import iter_uint8
 from ..magicpose_core.provenance.check import MAX_CHECK_FRAMES, ProvenanceReport, check_frames, check_video
 from ..magicpose_core.provenance.label import find_label
 from ._api import InputImpl, io, ui

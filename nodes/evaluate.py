@@ -16,7 +16,7 @@ import torch
 from ..magicpose_core.evaluate import EvaluationSettings, evaluate, load_frames, write_json, write_plot
 from ..magicpose_core.evaluate.runner import METRIC_GROUPS, NETWORK_METRICS
 from ..magicpose_core.evaluate.weights import EVAL_SUBFOLDER, WEIGHTS
-from ..magicpose_core.images import from_uint8, iter_uint8
+from ..magicpose_core.media.images import from_uint8, iter_uint8
 from ..magicpose_core.pose.detect import MissingWeightsError
 from ._api import io, ui
 from .pose_detectors import DETECTOR_CHOICES, MODEL_FOLDER, get_detector

@@ -10,7 +10,7 @@ import comfy.model_management
 import comfy.utils
 import torch
 
-from ..magicpose_core.geometry import FIT_MODES, fit_geometry, fit_images, model_size_problem
+from ..magicpose_core.media.geometry import FIT_MODES, fit_geometry, fit_images, model_size_problem
 from ..magicpose_core.pose.keypoints import (
     COORDINATE_MODES,
     READ_THRESHOLD,

@@ -1,7 +1,7 @@
 """MagicPoseFramesToVideo: the generated frames as a playable file (mp4/webm/gif/webp) and a core VIDEO.
 
-Encoding is ``magicpose_core.video.encode_video`` (PyAV, streaming); crop-back is
-``magicpose_core.geometry.crop_back`` with the reference's fit, applied chunk by chunk. The VIDEO output is
+Encoding is ``magicpose_core.media.video.encode_video`` (PyAV, streaming); crop-back is
+``magicpose_core.media.geometry.crop_back`` with the reference's fit, applied chunk by chunk. The VIDEO output is
 ``VideoFromFile`` of the written mp4/webm, so it chains with core Save Video / Get Video Components. FFmpeg
 cannot read animated webp back and mp4 cannot hold a gif stream, so for gif and webp the VIDEO output is
 built from the frames that were encoded (``VideoFromComponents``) instead.
@@ -23,11 +23,11 @@ import numpy as np
 import torch
 from comfy.cli_args import args
 
-from ..magicpose_core.geometry import FitGeometry, crop_back
-from ..magicpose_core.images import from_uint8, iter_uint8
+from ..magicpose_core.media.geometry import FitGeometry, crop_back
+from ..magicpose_core.media.images import from_uint8, iter_uint8
+from ..magicpose_core.media.video import DEFAULT_CRF, VIDEO_FORMATS, EncodedVideo, encode_video, video_fps
 from ..magicpose_core.provenance import label_metadata, pack_version
 from ..magicpose_core.provenance.watermark import frame_marker
-from ..magicpose_core.video import DEFAULT_CRF, VIDEO_FORMATS, EncodedVideo, encode_video, video_fps
 from ._api import InputImpl, Types, io, ui
 from .types import MagicPoseReferenceType
 

@@ -7,7 +7,7 @@ import os
 import comfy.utils
 import folder_paths
 
-from ..magicpose_core import checkpoint, hub
+from ..magicpose_core.weights import checkpoint, hub
 from ._api import io
 from .models import DTYPE_NAMES, DTYPES, FOLDER, build_magicpose_model, resolve_dtype, writable_cache_dir
 from .types import MagicPoseModelType

@@ -1,7 +1,7 @@
 """MagicPoseLoadReference: fit the identity photo to the model size, VAE-encode it, wrap it as MAGICPOSE_REFERENCE.
 
 Official preparation (magicpose-method.md §4, §5.6): centre square crop, bilinear resize to 512, VAE latent
-(x0.18215 applied later by ``latent_format.process_in``). The fit is ``magicpose_core.geometry`` (shared with
+(x0.18215 applied later by ``latent_format.process_in``). The fit is ``magicpose_core.media.geometry`` (shared with
 Extract Pose and Frames to Video); the encode is ``nodes.vae_encode`` (ComfyUI mode, or the official sample).
 """
 from __future__ import annotations
@@ -10,9 +10,16 @@ import logging
 
 import torch
 
-from ..magicpose_core.geometry import FIT_MODES, PAD_MODES, FitGeometry, fit_geometry, fit_images, model_size_problem
+from ..magicpose_core.media.geometry import (
+    FIT_MODES,
+    PAD_MODES,
+    FitGeometry,
+    fit_geometry,
+    fit_images,
+    model_size_problem,
+)
+from ..magicpose_core.model.reference import MagicPoseReference, tensor_hash
 from ..magicpose_core.pose.keypoints import PoseFrame
-from ..magicpose_core.reference import MagicPoseReference, tensor_hash
 from ._api import io
 from .pose_detectors import DETECTOR_CHOICES, detect_pose
 from .types import MagicPoseReferenceType

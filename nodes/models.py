@@ -15,7 +15,7 @@ import comfy.sd
 import folder_paths
 import torch
 
-from ..magicpose_core import checkpoint
+from ..magicpose_core.weights import checkpoint
 
 log = logging.getLogger("MagicPose")
 

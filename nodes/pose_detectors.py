@@ -23,7 +23,7 @@ import comfy.utils
 import folder_paths
 import torch
 
-from ..magicpose_core.images import iter_uint8
+from ..magicpose_core.media.images import iter_uint8
 from ..magicpose_core.pose.detect import (
     AUTO,
     DETECTORS,

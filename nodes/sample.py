@@ -3,11 +3,11 @@ from __future__ import annotations
 
 import comfy.samplers
 
-from ..magicpose_core.temporal import TemporalOptions
+from ..magicpose_core.model.temporal import TemporalOptions
 from ._api import io
-from .official_schedule import scheduler_names
-from .patching import MagicPoseOptions
-from .sampling import magicpose_sample
+from .patch.model_patch import MagicPoseOptions
+from .patch.official_schedule import scheduler_names
+from .patch.run_sampling import magicpose_sample
 from .temporal_inputs import temporal_inputs
 from .types import MagicPoseModelType, MagicPoseReferenceType
 

@@ -1,6 +1,7 @@
 """MagicPoseSelectFrames: frame cap, skip, every n-th and forced rate for a driving video (or an IMAGE batch), with
-the frame rate and sound following the selection. Selection rules: magicpose_core.frame_selection (the
-VideoHelperSuite Load Video controls); decoding: magicpose_core.video.read_frames (only kept frames become images).
+the frame rate and sound following the selection. Selection rules: magicpose_core.media.frame_selection (the
+VideoHelperSuite Load Video controls); decoding: magicpose_core.media.video.read_frames (only kept frames become
+images).
 """
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ import comfy.utils
 import psutil
 import torch
 
-from ..magicpose_core.frame_selection import (
+from ..magicpose_core.media.frame_selection import (
     MAX_FORCE_RATE,
     MAX_FRAME_CAP,
     MAX_NTH,
@@ -19,8 +20,8 @@ from ..magicpose_core.frame_selection import (
     FrameSelection,
     as_rate,
 )
-from ..magicpose_core.images import from_uint8
-from ..magicpose_core.video import probe_video, read_audio, read_frames
+from ..magicpose_core.media.images import from_uint8
+from ..magicpose_core.media.video import probe_video, read_audio, read_frames
 from ._api import InputImpl, io
 
 log = logging.getLogger("MagicPose")

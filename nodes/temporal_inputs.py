@@ -2,7 +2,7 @@
 off by default). One definition, so both nodes offer the same choices, ranges and tooltips."""
 from __future__ import annotations
 
-from ..magicpose_core.temporal import MODES
+from ..magicpose_core.model.temporal import MODES
 from ._api import io
 
 

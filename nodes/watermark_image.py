@@ -5,7 +5,7 @@ import comfy.model_management
 import comfy.utils
 import torch
 
-from ..magicpose_core.images import from_uint8, iter_uint8
+from ..magicpose_core.media.images import from_uint8, iter_uint8
 from ..magicpose_core.provenance import pack_version
 from ..magicpose_core.provenance.watermark import WatermarkUnavailable, mark_frames
 from ._api import io

@@ -3,7 +3,7 @@
 One process (the "compare" worker) builds the main UNet, the appearance UNet (ACM) and the pose ControlNet once
 (full SD1.5 widths, random weights, see bench_env.py) and runs on them, with the same seed, x_T, reference latent,
 text context, pose maps and DDIM schedule:
-- ours: MagicPoseSample's function (`nodes/sampling.py: magicpose_sample`, sampler ddim, scheduler
+- ours: MagicPoseSample's function (`nodes/patch/run_sampling.py: magicpose_sample`, sampler ddim, scheduler
   magicpose_official, CFG 7, frames in batches of --frame-batch): per step the ACM once for the whole video, per
   frame-step the main UNet with the bank (cond), the plain main UNet (uncond) and one ControlNet pass;
 - the official structure (bench_official.py): frame after frame at batch 1, per step the ACM, the ControlNet twice
@@ -164,7 +164,7 @@ def worker_compare(a: argparse.Namespace) -> dict:
     comfy.utils.PROGRESS_BAR_ENABLED = False
     dev = comfy.model_management.get_torch_device()
     gpu = dev.type == "cuda"
-    P = pack.nodes.patching
+    P = pack.nodes.patch.model_patch
     log(f"building weights ({'tiny layout' if a.tiny else 'SD1.5 widths'}, {a.dtype}) on {dev}")
     unet, bundle, build_s = E.build_models(pack, a.tiny, a.dtype)
     if a.dtype == "fp32":
@@ -175,7 +175,7 @@ def worker_compare(a: argparse.Namespace) -> dict:
 
     n, steps, size, fb = a.frames, a.steps, a.size, a.frame_batch
     ctx, poses, z_raw = text_context(0), pose_maps(n, size), reference_latent(size)
-    scale = pack.magicpose_core.config.LATENT_SCALE_FACTOR
+    scale = pack.magicpose_core.model.constants.LATENT_SCALE_FACTOR
     noise = comfy.sample.prepare_noise(torch.zeros((1, 4, size // 8, size // 8)), a.seed)  # x_T of every frame
 
     timer = E.ModuleTimer(dev.type)
@@ -267,7 +267,7 @@ def worker_compare(a: argparse.Namespace) -> dict:
     note_peak("ours")
     with E.timed(dev.type) as t:
         clock["last"] = time.perf_counter()
-        out = pack.nodes.sampling.magicpose_sample(
+        out = pack.nodes.patch.run_sampling.magicpose_sample(
             ours_model, bundle, {"samples": z_raw}, poses, conditioning(ctx), conditioning(ctx), a.seed, steps, a.cfg,
             "ddim", "magicpose_official", 1.0, frame_batch=fb, shared_noise=True)["samples"]
     note_peak("ours")
@@ -354,12 +354,12 @@ def extra_runs(a, pack, unet, bundle, ctx, poses, z_raw, out, dev) -> dict:
     from support.magicpose_env import conditioning
 
     E = sys.modules["bench_env"]
-    P = pack.nodes.patching
+    P = pack.nodes.patch.model_patch
     res: dict = {"single": None, "precision": []}
 
     def ours(frames: int, steps: int, autocast: str = "off"):
         with E.timed(dev.type) as t:
-            lat = pack.nodes.sampling.magicpose_sample(
+            lat = pack.nodes.patch.run_sampling.magicpose_sample(
                 unet, bundle, {"samples": z_raw}, poses[:frames], conditioning(ctx), conditioning(ctx), a.seed, steps,
                 a.cfg, "ddim", "magicpose_official", 1.0, frame_batch=frames, shared_noise=True,
                 options=P.MagicPoseOptions(autocast=autocast))["samples"]
@@ -422,7 +422,7 @@ def worker_reference(a: argparse.Namespace) -> dict:
     from parity.reference_impl import OfficialMagicPose
     from support.magicpose_env import pose_maps, reference_latent, text_context
 
-    from magicpose_core import layout as L
+    from magicpose_core.weights import layout as L
 
     cfg = L.TINY_UNET if a.tiny else L.SD15_UNET
     t0 = time.perf_counter()
@@ -463,7 +463,8 @@ def count_flops(E, P, pack, m: dict, ctx, z, pose1, dev) -> dict:
            "controlnet": E.flops_of(lambda: m["cn"](x=x, hint=hint, timesteps=t, context=c))}
     with torch.no_grad():
         control = m["cn"](x=x, hint=hint, timesteps=t, context=c)
-    state = P.CallState([bank], torch.ones(1, dtype=torch.bool), 1.0, pack.magicpose_core.attention_bank.BankStats())
+    stats = pack.magicpose_core.model.attention_bank.BankStats()
+    state = P.CallState([bank], torch.ones(1, dtype=torch.bool), 1.0, stats)
     out["main_cond"] = E.flops_of(lambda: m["unet"](x, t, context=c, control=control, transformer_options={
         "patches": {"attn1_patch": [P.BankReader()]}, P.CALL_KEY: state, "cond_or_uncond": [0]}))
     out["main_uncond"] = E.flops_of(lambda: m["unet"](x, t, context=c, transformer_options={"cond_or_uncond": [1]}))
@@ -499,7 +500,7 @@ def bare_passes(E, P, pack, m: dict, ctx, z, poses, x_in, t, dev, timer) -> dict
             control = m["cn"](x=x, hint=hint, timesteps=tb, context=cb)
         res["controlnet_batch"] = s[0]
         state = P.CallState([bank], torch.ones(b, dtype=torch.bool), 1.0,
-                            pack.magicpose_core.attention_bank.BankStats())
+                            pack.magicpose_core.model.attention_bank.BankStats())
         with E.timed(dev.type) as s:
             m["unet"](x, tb, context=cb, control=control, transformer_options={
                 "patches": {"attn1_patch": [P.BankReader()]}, P.CALL_KEY: state, "cond_or_uncond": [0]})
@@ -555,20 +556,20 @@ def worker_long(a: argparse.Namespace) -> dict:
     exact = E.exact_malloc()   # RSS follows live tensors, not freed heap (bench_env.exact_malloc)
     res = {"build_seconds": build_s, "peak_memory_resettable": mem.resettable, "exact_malloc": exact, "runs": []}
     made = []
-    apply = pack.nodes.sampling.apply_magicpose
+    apply = pack.nodes.patch.run_sampling.apply_magicpose
 
     def spy(*args, **kw):   # the patched model, to read its bank statistics
         made.append(apply(*args, **kw))
         return made[-1]
 
-    pack.nodes.sampling.apply_magicpose = spy
+    pack.nodes.patch.run_sampling.apply_magicpose = spy
     for n in (a.long_chunk, a.long_frames):
         poses = pose_maps(n, size)
         trim()   # freed heap back to the OS: the weights' build left gigabytes a reset peak would hide
         base = E.rss_bytes()
         mem.take()
         with E.timed(dev.type) as t:
-            out = pack.nodes.sampling.magicpose_sample(
+            out = pack.nodes.patch.run_sampling.magicpose_sample(
                 unet, bundle, {"samples": z_raw}, poses, conditioning(ctx), conditioning(ctx), a.seed, steps, a.cfg,
                 "ddim", "magicpose_official", 1.0, frame_batch=fb, shared_noise=True)["samples"]
         peak, peak_gpu = mem.take()
@@ -577,7 +578,7 @@ def worker_long(a: argparse.Namespace) -> dict:
              "rss_before_mib": base / MIB, "peak_rss_mib": peak / MIB, "extra_rss_mib": (peak - base) / MIB,
              "poses_mib": poses.numel() * poses.element_size() / MIB,
              "peak_gpu_mib": peak_gpu / MIB if gpu else None, "loadavg": os.getloadavg()}
-        stats = pack.nodes.patching.magicpose_run(made[-1]).stats
+        stats = pack.nodes.patch.model_patch.magicpose_run(made[-1]).stats
         r.update(acm_calls=stats.acm_calls, bank_mib=stats.bank_bytes / MIB,
                  peak_cache_mib=stats.peak_cache_bytes / MIB)
         res["runs"].append(r)

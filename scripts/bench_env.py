@@ -55,7 +55,7 @@ def start_comfy(device: str, pack_root: Path | None = None) -> types.ModuleType:
     pack = importlib.util.module_from_spec(spec)
     sys.modules[PACK_NAME] = pack
     spec.loader.exec_module(pack)
-    for sub in ("nodes.models", "nodes.patching", "nodes.sampling"):
+    for sub in ("nodes.models", "nodes.patch.model_patch", "nodes.patch.run_sampling"):
         importlib.import_module(f"{PACK_NAME}.{sub}")
     return pack
 
@@ -77,7 +77,7 @@ def build_models(pack, tiny: bool, dtype: str) -> tuple[object, object, float]:
     """(main UNet ModelPatcher, MAGICPOSE_MODEL bundle, seconds) with weights in `dtype` ("fp32", "fp16", "bf16")."""
     import comfy.sd
 
-    from magicpose_core import layout as L
+    from magicpose_core.weights import layout as L
 
     t0 = time.perf_counter()
     cfg = L.TINY_UNET if tiny else L.SD15_UNET

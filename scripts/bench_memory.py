@@ -52,13 +52,13 @@ def main(argv=None) -> None:
     trim = E.malloc_trim()
     exact = E.exact_malloc()   # RSS follows live tensors (else freed, fragmented heap inflates the peak)
     made = []
-    orig = pack.nodes.sampling.apply_magicpose
+    orig = pack.nodes.patch.run_sampling.apply_magicpose
 
     def spy(*args, **kw):  # the patched model, to read its bank statistics afterwards (new code only)
         made.append(orig(*args, **kw))
         return made[-1]
 
-    pack.nodes.sampling.apply_magicpose = spy
+    pack.nodes.patch.run_sampling.apply_magicpose = spy
     out = {"pack_root": str(a.pack_root or E.ROOT), "size": a.size, "steps": a.steps, "dtype": a.dtype,
            "build_seconds": build_s, "loadavg_start": os.getloadavg(), "exact_malloc": exact, "runs": []}
     for spec in a.runs:
@@ -67,7 +67,7 @@ def main(argv=None) -> None:
         cache_peak, rss_steps = [0], []
 
         def watch(args, _peak=cache_peak):   # after each step: what the bank cache holds, and the RSS
-            _peak[0] = max(_peak[0], pack.nodes.patching.magicpose_run(made[-1]).cache.nbytes())
+            _peak[0] = max(_peak[0], pack.nodes.patch.model_patch.magicpose_run(made[-1]).cache.nbytes())
             rss_steps.append(E.rss_bytes())
             return args["denoised"]
 
@@ -77,12 +77,12 @@ def main(argv=None) -> None:
         base = E.rss_bytes()
         mem.take()
         t0 = time.perf_counter()
-        lat = pack.nodes.sampling.magicpose_sample(model, bundle, {"samples": z}, poses, conditioning(ctx),
+        lat = pack.nodes.patch.run_sampling.magicpose_sample(model, bundle, {"samples": z}, poses, conditioning(ctx),
                                                    conditioning(ctx), 42, a.steps, 7.0, "ddim", "magicpose_official",
                                                    1.0, frame_batch=fb, shared_noise=True)["samples"]
         secs = time.perf_counter() - t0
         peak, peak_gpu = mem.take()
-        stats = getattr(pack.nodes.patching.magicpose_run(made[-1]), "stats", None)
+        stats = getattr(pack.nodes.patch.model_patch.magicpose_run(made[-1]), "stats", None)
         r = {"frames": frames, "frame_batch": fb, "chunks": -(-frames // fb), "seconds": secs,
              "rss_before_mib": base / MIB, "peak_rss_mib": peak / MIB, "extra_rss_mib": (peak - base) / MIB,
              "peak_gpu_mib": peak_gpu / MIB if gpu else None, "acm_calls": getattr(stats, "acm_calls", None),

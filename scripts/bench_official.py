@@ -32,9 +32,9 @@ class OfficialStructure:
 
     def __init__(self, pack, unet, acm, controlnet, context: torch.Tensor, z_ref: torch.Tensor, device,
                  autocast: torch.dtype | None = None):
-        self.P = pack.nodes.patching
-        self.bank_lib = pack.magicpose_core.attention_bank
-        self.guidance = pack.magicpose_core.guidance
+        self.P = pack.nodes.patch.model_patch
+        self.bank_lib = pack.magicpose_core.model.attention_bank
+        self.guidance = pack.magicpose_core.model.guidance
         self.unet, self.acm, self.cn = unet, acm, controlnet
         self.device = torch.device(device)
         self.dtype = next(unet.parameters()).dtype

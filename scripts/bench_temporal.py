@@ -1,4 +1,4 @@
-"""Cost of the temporal sources (nodes/temporal.py): extra tokens per site, time per frame, peak memory.
+"""Cost of the temporal sources (nodes/patch/temporal_sources.py): extra tokens per site, time per frame, peak memory.
 
 On the full SD1.5 widths with random weights (scripts/bench_env.py), the MagicPose sampling path (MagicPose Apply's
 patch with the sampler's step-major `frame_batch` chunks, ddim / ddim_uniform, CFG 7, shared x_T):
@@ -64,10 +64,10 @@ def sample(pack, unet, bundle, mode: str, frames: int, frame_batch: int, size: i
     import torch
     from support.magicpose_env import conditioning, pose_maps, reference_latent, text_context
 
-    P, T = pack.nodes.patching, pack.nodes.temporal
-    ref = pack.magicpose_core.reference.MagicPoseReference.from_latent(reference_latent(size))
+    P, T = pack.nodes.patch.model_patch, pack.nodes.patch.temporal_sources
+    ref = pack.magicpose_core.model.reference.MagicPoseReference.from_latent(reference_latent(size))
     m = P.apply_magicpose(unet, bundle, ref, P.MagicPoseOptions(frame_batch=frame_batch))
-    m = T.add_temporal_sources(m, pack.magicpose_core.temporal.TemporalOptions(mode))
+    m = T.add_temporal_sources(m, pack.magicpose_core.model.temporal.TemporalOptions(mode))
     ctx = text_context(0)
     pos = P.attach_pose_control(conditioning(ctx), bundle.pose_controlnet, pose_maps(frames, size))
     latent = torch.zeros((frames, 4, size // 8, size // 8))
@@ -154,7 +154,7 @@ def main(argv=None) -> None:
     pack = E.start_comfy(a.device)
     import importlib
 
-    importlib.import_module(f"{E.PACK_NAME}.nodes.temporal")
+    importlib.import_module(f"{E.PACK_NAME}.nodes.patch.temporal_sources")
     import comfy.model_management
     import comfy.utils
 

@@ -1,4 +1,4 @@
-"""Peak memory and speed of the streaming video encoder (magicpose_core.video.encode_video).
+"""Peak memory and speed of the streaming video encoder (magicpose_core.media.video.encode_video).
 
 Builds an IMAGE batch (default 240 frames of 512x512, float32: 755 MB = 720 MiB), then encodes it and reports
 the extra memory the encoding needed, three ways:
@@ -30,7 +30,7 @@ if str(ROOT) not in sys.path:
 import av  # noqa: E402, F401  (ComfyUI imports PyAV at start-up; its libraries are not part of the encoding cost)
 import torch  # noqa: E402
 
-from magicpose_core.video import encode_video  # noqa: E402
+from magicpose_core.media.video import encode_video  # noqa: E402
 
 PAGE = os.sysconf("SC_PAGE_SIZE")
 MIB = 1024 * 1024

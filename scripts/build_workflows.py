@@ -94,7 +94,7 @@ def S(name: str, type: str, default: Any = None, optional: bool = False, control
 
 
 REF_TYPES = "MAGICPOSE_REFERENCE,LATENT"
-# temporal sources on MagicPose Sampler / Apply (nodes/temporal.py): advanced, off by default
+# temporal sources on MagicPose Sampler / Apply (nodes/patch/temporal_sources.py): advanced, off by default
 _TEMPORAL_SLOTS = (S("temporal_mode", "COMBO", "off", True), S("temporal_strength", "FLOAT", 1.0, True),
                    S("temporal_start", "FLOAT", 0.0, True), S("temporal_end", "FLOAT", 1.0, True))
 NODE_DEFS: dict[str, NodeDef] = {

@@ -95,7 +95,7 @@ else
     "$PY" -P - "$ROOT" "$BASE/models/magicpose" <<'EOF' >&2
 import sys
 sys.path.append(sys.argv[1])
-from magicpose_core import hub
+from magicpose_core.weights import hub
 print("[demo] " + hub.missing_weights_message(sys.argv[2]))
 EOF
     say "then write the SD1.5 part next to it: .venv/bin/python -m magicpose_core.checkpoint convert" \

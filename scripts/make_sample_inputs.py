@@ -163,7 +163,7 @@ def write_video(path: str | Path, frames: np.ndarray, fps: float, with_audio: bo
     """An h264 mp4 of `frames` at `fps` with `melody` as its sound (the pack's own PyAV encoder)."""
     import torch
 
-    from magicpose_core.video import encode_video
+    from magicpose_core.media.video import encode_video
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

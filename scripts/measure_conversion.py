@@ -53,7 +53,7 @@ def main() -> int:
             sys.path.append(str(p))
     from support import factories
 
-    from magicpose_core import layout as L
+    from magicpose_core.weights import layout as L
 
     t0 = time.perf_counter()
     src = factories.magicpose_checkpoint("full")

@@ -3,7 +3,7 @@
 On demand, not part of the test run; its output is the README's provenance table. Everything is real:
 clips are slow pans over the photos shipped with scikit-image and matplotlib (512x512, moving content),
 marked with ``magicpose_core.provenance.watermark`` and written with the pack's own encoder
-(``magicpose_core.video.encode_video``: h264 / vp9 through PyAV's FFmpeg), then decoded, edited and
+(``magicpose_core.media.video.encode_video``: h264 / vp9 through PyAV's FFmpeg), then decoded, edited and
 re-encoded. Checks use ``magicpose_core.provenance.check`` exactly as the CLI does.
 
 Rows:
@@ -35,9 +35,9 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.append(str(ROOT))
 
+from magicpose_core.media.video import encode_video  # noqa: E402
 from magicpose_core.provenance import check, watermark  # noqa: E402
 from magicpose_core.provenance.payload import BITS, payload_bits  # noqa: E402
-from magicpose_core.video import encode_video  # noqa: E402
 
 SIDE = 512
 

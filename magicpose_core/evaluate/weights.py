@@ -57,7 +57,7 @@ WEIGHTS: dict[str, WeightFile] = {
 
 def default_weights_dir() -> Path:
     """ComfyUI's models/magicpose/eval when the pack sits in ComfyUI/custom_nodes/, else ./models/magicpose/eval."""
-    from ..hub import FOLDER_NAME, default_model_dir
+    from ..weights.hub import FOLDER_NAME, default_model_dir
 
     base = default_model_dir()
     return base / EVAL_SUBFOLDER if base.name == FOLDER_NAME else Path("models") / FOLDER_NAME / EVAL_SUBFOLDER

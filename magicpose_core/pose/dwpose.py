@@ -24,7 +24,7 @@ import cv2
 import numpy as np
 from einops import rearrange
 
-from .detect import BaseDetector, as_rgb_uint8
+from .base import BaseDetector, as_rgb_uint8
 from .keypoints import PoseFrame
 from .mapping import coco_wholebody_to_person
 

@@ -22,7 +22,7 @@ import logging
 import cv2
 import numpy as np
 
-from .detect import MEDIAPIPE_INSTALL, BaseDetector, as_rgb_uint8
+from .base import MEDIAPIPE_INSTALL, BaseDetector, as_rgb_uint8
 from .keypoints import PoseFrame
 from .mapping import MP_VISIBILITY, mediapipe_to_person
 

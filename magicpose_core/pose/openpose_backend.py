@@ -17,7 +17,7 @@ import os
 
 import numpy as np
 
-from .detect import OPENPOSE_INSTALL, BaseDetector, as_rgb_uint8
+from .base import OPENPOSE_INSTALL, BaseDetector, as_rgb_uint8
 from .keypoints import BODY_POINTS, FACE_POINTS, HAND_POINTS, Person, PoseFrame
 
 log = logging.getLogger("MagicPose")

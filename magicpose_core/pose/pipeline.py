@@ -1,7 +1,7 @@
 """ExtractPose's pipeline, framework-free: detect -> select -> stabilise -> fit -> retarget -> render.
 
 Coordinates: detection, selection and smoothing work in each source frame's pixels; the fit
-(``magicpose_core.geometry``, the same code path as the reference and the frames) maps them to the output canvas,
+(``magicpose_core.media.geometry``, the same code path as the reference and the frames) maps them to the output canvas,
 where retargeting happens (the reference keypoints live there); maps are drawn back at source resolution and
 fitted like the frames (render.py, pose.md §1.6), and POSE_KEYPOINT is written on the output canvas, in pixels
 (default: what comfyui_controlnet_aux's DWPose and core SDPose write, and what both draw) or 0-1.
@@ -18,7 +18,7 @@ from typing import Callable, Iterable
 import numpy as np
 import torch
 
-from ..geometry import FIT_MODES, FitGeometry, fit_geometry, model_size_problem
+from ..media.geometry import FIT_MODES, FitGeometry, fit_geometry, model_size_problem
 from .keypoints import Person, PoseFrame, looks_normalised
 from .render import RENDER_CANVASES, render_pose_fitted
 from .retarget import RETARGET_MODES, retarget_track

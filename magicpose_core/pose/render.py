@@ -14,7 +14,7 @@ This module is written from the spec in pose.md §1 and is checked against contr
 Those drawing functions take 0-1 keypoints and truncate ``x * W``; we go through the same normalised value
 (``(x / W) * W``) so truncation agrees bit for bit. Strokes are fixed in pixels, so *where* the map is drawn
 matters (pose.md §1.6): ``render_pose_fitted`` draws at the source frame's size and then crops/letterboxes/resizes
-with ``magicpose_core.geometry`` (the same code path as the frames and the reference), as the official data was
+with ``magicpose_core.media.geometry`` (the same code path as the frames and the reference), as the official data was
 drawn at 604x1080 and centre-cropped to 512.
 """
 from __future__ import annotations
@@ -26,8 +26,8 @@ import cv2
 import numpy as np
 import torch
 
-from ..geometry import FitGeometry, fit_geometry, fit_images
-from ..images import from_uint8
+from ..media.geometry import FitGeometry, fit_geometry, fit_images
+from ..media.images import from_uint8
 from .keypoints import MAX_CANVAS, PoseFrame
 
 # Joint colours (RGB) of the 18 OpenPose body points; limb i is drawn in colour i x 0.6 (pose.md §1.2).

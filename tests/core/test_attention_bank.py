@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from magicpose_core.attention_bank import (
+from magicpose_core.model.attention_bank import (
     REFERENCE,
     BankCache,
     CachePolicy,
@@ -16,8 +16,8 @@ from magicpose_core.attention_bank import (
     gather_sources,
     site_key,
 )
-from magicpose_core.config import SITES
-from magicpose_core.guidance import alphas_cumprod, ddim_uniform_timesteps, magicpose_cfg, official_start
+from magicpose_core.model.constants import SITES
+from magicpose_core.model.guidance import alphas_cumprod, ddim_uniform_timesteps, magicpose_cfg, official_start
 
 
 def _attend(q, k, v, heads=2):

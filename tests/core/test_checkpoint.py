@@ -22,9 +22,9 @@ from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 from support import factories
 
-from magicpose_core import checkpoint as C
-from magicpose_core import hub, keymap
-from magicpose_core import layout as L
+from magicpose_core.weights import checkpoint as C
+from magicpose_core.weights import hub, keymap
+from magicpose_core.weights import layout as L
 
 ROOT = Path(__file__).resolve().parents[2]
 TINY = L.TINY_UNET

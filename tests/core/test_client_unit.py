@@ -1,4 +1,4 @@
-"""magicpose_core.client and magicpose_core.websocket without a server: workflow filling by title, --set parsing
+"""magicpose_core.client and magicpose_core.client.websocket without a server: workflow filling by title, --set parsing
 and type coercion, readable node_errors, output naming, CLI exit codes, the progress display, and RFC 6455
 framing over a socket pair (fragments, ping/pong, close, partial frames across timeouts).
 
@@ -24,8 +24,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from magicpose_core import client as mc
-from magicpose_core import websocket as mws
+from magicpose_core.client import core as mc
+from magicpose_core.client import websocket as mws
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -371,9 +371,10 @@ def test_client_rejects_a_non_http_server():
 
 def test_client_modules_import_only_the_standard_library():
     """The client must run where only Python and this package are installed; merging a split render needs PyAV,
-    which magicpose_core.video imports, and only inside the functions that merge or probe."""
-    allowed = {"websocket", "client", "split_render", "frame_selection"}
-    for name in ("client.py", "websocket.py", "split_render.py", "frame_selection.py"):
+    which magicpose_core.media.video imports, and only inside the functions that merge or probe."""
+    allowed = {"websocket", "core", "split", "media.frame_selection", "frame_selection"}
+    for name in ("client/__init__.py", "client/__main__.py", "client/core.py", "client/websocket.py",
+                 "client/split.py", "media/frame_selection.py"):
         tree = ast.parse((ROOT / "magicpose_core" / name).read_text())
         top = {id(n) for n in tree.body}
         for node in ast.walk(tree):
@@ -381,7 +382,7 @@ def test_client_modules_import_only_the_standard_library():
                 mods = [a.name.split(".")[0] for a in node.names]
             elif isinstance(node, ast.ImportFrom):
                 mods = [] if node.level else [node.module.split(".")[0]]
-                lazy_ok = node.module == "video" and id(node) not in top
+                lazy_ok = node.module == "media.video" and id(node) not in top
                 assert not node.level or node.module in allowed or lazy_ok, f"{name}: relative import of {node.module}"
             else:
                 continue
@@ -546,7 +547,7 @@ def split_workflow() -> dict:
 
 
 def test_plan_ranges_cover_balance_and_align():
-    from magicpose_core.split_render import FrameRange, plan_ranges
+    from magicpose_core.client.split import FrameRange, plan_ranges
 
     for total, servers, align, size in [(100, 2, 4, None), (10, 3, 1, None), (1800, 3, 4, None), (7, 2, 2, 2),
                                         (5, 4, 1, None), (33, 1, 4, 5)]:
@@ -562,7 +563,7 @@ def test_plan_ranges_cover_balance_and_align():
 
 
 def test_analyse_reads_selection_fps_audio_and_batch():
-    from magicpose_core.split_render import analyse
+    from magicpose_core.client.split import analyse
 
     wf = split_workflow()
     mc.apply_sets(wf, ["Frames.skip_first_frames=3", "Frames.select_every_nth=2", "Sampler.frame_batch=3"])
@@ -582,7 +583,7 @@ def test_analyse_reads_selection_fps_audio_and_batch():
     ({"Sampler.frame_batch": ["8", 3]}, "frame_batch must be a number"),
 ])
 def test_analyse_refuses_what_would_not_be_exact(change, match):
-    from magicpose_core.split_render import analyse
+    from magicpose_core.client.split import analyse
 
     wf = split_workflow()
     mc.apply_sets(wf, change)
@@ -591,7 +592,7 @@ def test_analyse_refuses_what_would_not_be_exact(change, match):
 
 
 def test_analyse_refuses_other_outputs_and_samplers():
-    from magicpose_core.split_render import analyse
+    from magicpose_core.client.split import analyse
 
     wf = split_workflow()
     wf["12"]["class_type"] = "SaveImage"
@@ -604,7 +605,7 @@ def test_analyse_refuses_other_outputs_and_samplers():
 
 
 def test_range_workflow_cuts_the_poses_and_writes_a_lossless_part():
-    from magicpose_core.split_render import FrameRange, analyse, range_workflow
+    from magicpose_core.client.split import FrameRange, analyse, range_workflow
 
     wf = split_workflow()
     plan = analyse(wf)
@@ -621,7 +622,7 @@ def test_range_workflow_cuts_the_poses_and_writes_a_lossless_part():
 
 
 def test_temporal_first_ranges_get_the_videos_first_frame_batch_as_anchor_pose():
-    from magicpose_core.split_render import FrameRange, analyse, range_workflow
+    from magicpose_core.client.split import FrameRange, analyse, range_workflow
 
     wf = split_workflow()
     mc.apply_sets(wf, {"Sampler.temporal_mode": "first", "Sampler.frame_batch": 3})

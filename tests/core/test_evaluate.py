@@ -261,7 +261,7 @@ def test_cli_writes_table_json_and_plot(tmp_path):
 
 
 def test_cli_reads_videos_and_rejects_bad_input(tmp_path):
-    from magicpose_core.video import encode_video
+    from magicpose_core.media.video import encode_video
 
     frames = [scene(t) for t in range(6)]
     video = encode_video(iter(frames), str(tmp_path / "v.mp4"), fps=12).path

@@ -1,4 +1,5 @@
-"""magicpose_core.frame_selection and the reading side of magicpose_core.video: the VideoHelperSuite controls
+"""magicpose_core.media.frame_selection and the reading side of magicpose_core.media.video: the VideoHelperSuite
+controls
 (force_rate, skip_first_frames, select_every_nth, frame_load_cap) against an independent loop written after VHS's
 Load Video, ranges that tile a selection exactly, bounds, decoding only the kept frames of a real mp4 (content by
 brightness), the sound span, lossless mkv parts and their merge; and that none of it imports torch."""
@@ -12,8 +13,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from magicpose_core.frame_selection import FrameSelection
-from magicpose_core.video import (
+from magicpose_core.media.frame_selection import FrameSelection
+from magicpose_core.media.video import (
     encode_video,
     iter_video_frames,
     merge_videos,
@@ -165,7 +166,7 @@ def test_mkv_parts_are_lossless_and_merge_like_one_encode(tmp_path):
 
 
 def test_reading_and_merging_never_import_torch(source, tmp_path):
-    code = (f"import sys; from magicpose_core import video, frame_selection, client; "
+    code = (f"import sys; from magicpose_core.media import video, frame_selection; from magicpose_core import client; "
             f"video.read_frames({str(source)!r}, frame_selection.FrameSelection(3)); "
             f"video.read_audio({str(source)!r}, 0, 1); video.probe_video({str(source)!r}); "
             f"assert 'torch' not in sys.modules, 'torch imported'")

@@ -1,4 +1,4 @@
-"""The one fit code path (magicpose_core.geometry): crop/box numbers for portrait and landscape sources in every
+"""The one fit code path (magicpose_core.media.geometry): crop/box numbers for portrait and landscape sources in every
 fit mode, the official centre crop against torchvision, letterbox -> crop back, and point mapping."""
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from magicpose_core.geometry import FIT_MODES, PAD_MODES, FitGeometry, crop_back, fit_geometry, fit_images
+from magicpose_core.media.geometry import FIT_MODES, PAD_MODES, FitGeometry, crop_back, fit_geometry, fit_images
 
 # (src_w, src_h, dst_w, dst_h, mode) -> (crop x, y, w, h), (box x, y, w, h), worked out by hand:
 #   centre crop keeps the largest centred region of the target aspect; letterbox scales by

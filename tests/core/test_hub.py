@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from magicpose_core import hub
+from magicpose_core.weights import hub
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -52,7 +52,7 @@ def test_present_file_under_the_frontend_name_is_returned(tmp_path, monkeypatch)
 
 
 def test_importing_hub_does_not_import_huggingface_hub():
-    code = ("import sys; import magicpose_core.hub, magicpose_core.checkpoint; "
+    code = ("import sys; import magicpose_core.weights.hub, magicpose_core.weights.checkpoint; "
             "print('huggingface_hub' in sys.modules)")
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=300,
                        env={**os.environ, "PYTHONPATH": str(ROOT)})
@@ -61,7 +61,7 @@ def test_importing_hub_does_not_import_huggingface_hub():
 
 
 def test_offline_refusal_does_not_import_huggingface_hub(tmp_path):
-    code = ("import sys; from magicpose_core import hub\n"
+    code = ("import sys; from magicpose_core.weights import hub\n"
             "try:\n    hub.download_official(sys.argv[1])\nexcept hub.HubError as e:\n    print('refused')\n"
             "print('huggingface_hub' in sys.modules)")
     r = subprocess.run([sys.executable, "-c", code, str(tmp_path)], capture_output=True, text=True, cwd=ROOT,
@@ -80,7 +80,7 @@ def test_cli_download_offline(tmp_path):
 
 def test_default_model_dir(tmp_path, monkeypatch):
     comfy = tmp_path / "ComfyUI"
-    fake = comfy / "custom_nodes" / "magicpose" / "magicpose_core" / "hub.py"
+    fake = comfy / "custom_nodes" / "magicpose" / "magicpose_core" / "weights" / "hub.py"
     monkeypatch.setattr(hub, "__file__", str(fake))
     monkeypatch.chdir(tmp_path)
     assert hub.default_model_dir() == tmp_path          # not inside a ComfyUI tree: the current folder

@@ -3,8 +3,8 @@ module names and shapes (UNet2DConditionModel / ControlNetModel built on the met
 import pytest
 import torch
 
-from magicpose_core import keymap
-from magicpose_core import layout as L
+from magicpose_core.weights import keymap
+from magicpose_core.weights import layout as L
 
 CONFIGS = {"sd15": L.SD15_UNET, "tiny": L.TINY_UNET}
 NETS = {

@@ -8,7 +8,7 @@ import torch
 from PIL import Image
 from support.pose_data import random_person, standing_person, to_controlnet_aux
 
-from magicpose_core.geometry import fit_geometry
+from magicpose_core.media.geometry import fit_geometry
 from magicpose_core.pose.keypoints import Person, PoseFrame
 from magicpose_core.pose.render import canvas_scale, render_pose, render_pose_fitted
 
@@ -119,8 +119,8 @@ def test_training_canvas_gives_training_stroke_widths():
 
 
 def test_pure_crop_fast_path_equals_the_shared_fit():
-    from magicpose_core.geometry import fit_images
-    from magicpose_core.images import from_uint8
+    from magicpose_core.media.geometry import fit_images
+    from magicpose_core.media.images import from_uint8
 
     frame = PoseFrame(768, 512, [standing_person(offset=(128, 0))])
     g = fit_geometry(768, 512, 512, 512, "center_crop")

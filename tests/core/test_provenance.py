@@ -13,8 +13,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from magicpose_core.media.video import encode_video
 from magicpose_core.provenance import check, label, payload, watermark
-from magicpose_core.video import encode_video
 
 ROOT = Path(__file__).resolve().parents[2]
 needs_model = pytest.mark.skipif(watermark.unavailable_reason() is not None,
@@ -142,7 +142,7 @@ sys.path.insert(0, {root!r})
 logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(message)s")
 import numpy as np
 from magicpose_core.provenance import watermark
-from magicpose_core.video import encode_video
+from magicpose_core.media.video import encode_video
 assert watermark.frame_marker(True) is None and watermark.frame_marker(True) is None
 assert watermark.frame_marker(False) is None
 encode_video(iter([np.zeros((64, 64, 3), np.uint8)] * 2), {path!r}, 8, "mp4")

@@ -8,7 +8,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from magicpose_core.temporal import (
+from magicpose_core.model.temporal import (
     AnchorCache,
     TemporalOptions,
     anchor_frames,

@@ -1,4 +1,4 @@
-"""magicpose_core.video: encode -> decode round trips for every format (exact frame count, size, fps within 1%,
+"""magicpose_core.media.video: encode -> decode round trips for every format (exact frame count, size, fps within 1%,
 content), audio length and pitch, odd sizes, errors, interruption, and the peak memory of a 240-frame encode."""
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ import torch
 from support import figures
 from support.video_probe import fraction_close, probe
 
-from magicpose_core.video import FORMATS, VIDEO_FORMATS, encode_video, video_fps
+from magicpose_core.media.video import FORMATS, VIDEO_FORMATS, encode_video, video_fps
 
 ROOT = Path(__file__).resolve().parents[2]
 

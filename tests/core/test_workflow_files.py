@@ -24,7 +24,7 @@ from support.workflows import (
     ui_to_api,
 )
 
-from magicpose_core import client as mc
+from magicpose_core.client import core as mc
 
 gen = load_script("build_workflows")
 
@@ -282,7 +282,7 @@ MODEL_SUFFIXES = (".safetensors", ".ckpt", ".pt", ".pth", ".bin", ".sft", ".onnx
 
 @pytest.mark.parametrize("name", NAMES)
 def test_model_metadata_lets_the_frontend_flag_and_offer_the_weights(name):
-    from magicpose_core import hub
+    from magicpose_core.weights import hub
 
     ui = load_ui(name)
     found = {}

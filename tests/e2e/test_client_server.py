@@ -24,7 +24,7 @@ import pytest
 from PIL import Image
 from support import figures
 
-from magicpose_core import client as mc
+from magicpose_core.client import core as mc
 
 pytestmark = [pytest.mark.comfy, pytest.mark.server]
 
@@ -389,7 +389,7 @@ def test_an_exception_in_the_caller_interrupts_the_prompt(comfy_server):
 @pytest.fixture(scope="module")
 def grey_clip(tmp_path_factory) -> Path:
     """24 frames at 12 fps whose grey level is 10 x index, with 2 s of 440 Hz stereo sound at 16 kHz."""
-    from magicpose_core.video import encode_video
+    from magicpose_core.media.video import encode_video
 
     path = tmp_path_factory.mktemp("clip") / f"grey_{random.randrange(1 << 30)}.mp4"
     t = np.arange(32000) / 16000
@@ -420,7 +420,7 @@ def frames_workflow() -> dict:
 def test_frame_selection_sets_frames_fps_and_audio(comfy_server, grey_clip, tmp_path, sets, levels, fps, seconds):
     """Load Video -> Select Frames -> Frames to Video on a real server: the kept frames (exact, via lossless mkv),
     the frame rate (source / nth, or the forced rate) and the sound trimmed to the kept span."""
-    from magicpose_core.video import probe_video, read_audio
+    from magicpose_core.media.video import probe_video, read_audio
 
     wf = write_workflow(tmp_path / "wf.json", frames_workflow())
     out = tmp_path / "sel.mkv"
@@ -437,6 +437,6 @@ def test_frame_selection_sets_frames_fps_and_audio(comfy_server, grey_clip, tmp_
 
 
 def mc_frames(path: Path) -> list[np.ndarray]:
-    from magicpose_core.video import iter_video_frames
+    from magicpose_core.media.video import iter_video_frames
 
     return list(iter_video_frames(str(path)))

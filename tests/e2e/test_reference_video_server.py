@@ -14,7 +14,7 @@ import torch
 from PIL import Image
 from support.video_probe import fraction_close, probe
 
-from magicpose_core.video import encode_video
+from magicpose_core.media.video import encode_video
 
 pytestmark = [pytest.mark.comfy, pytest.mark.server]
 

@@ -58,7 +58,7 @@ def _assert_no_machine_path(server, text: str) -> None:
 
 
 def test_missing_official_weights_error_says_what_to_do(server):
-    from magicpose_core import hub
+    from magicpose_core.weights import hub
 
     options = server.get_json("/object_info/MagicPoseLoadModel")["MagicPoseLoadModel"]["input"]["required"][
         "ckpt_name"][1]["options"]
@@ -99,7 +99,7 @@ def test_a_file_that_is_not_safetensors_gets_advice_without_machine_paths(server
     assert result.status == "error"
     event = next(e["data"] for e in result.events if e.get("type") == "execution_error")
     # ComfyUI reports type(e).__module__ + "." + qualname; the pack is imported under its folder path as module name
-    assert event["exception_type"] == "magicpose_core.checkpoint.CheckpointError", event["exception_type"]
+    assert event["exception_type"] == "magicpose_core.weights.checkpoint.CheckpointError", event["exception_type"]
     msg = event["exception_message"]
     assert "no valid header" not in msg and name in msg and "Re-download" in msg
     assert {"random": "damaged", "html": "web page", "lfs": "Git LFS"}[content.decode()] in msg
@@ -117,7 +117,7 @@ def test_missing_detector_weights_error_names_its_type_without_machine_paths(ser
     result = server.run(prompt, timeout=120)
     assert result.status == "error"
     event = next(e["data"] for e in result.events if e.get("type") == "execution_error")
-    assert event["exception_type"] == "magicpose_core.pose.detect.MissingWeightsError", event["exception_type"]
+    assert event["exception_type"] == "magicpose_core.pose.base.MissingWeightsError", event["exception_type"]
     assert "magicpose/dwpose" in event["exception_message"] and "allow_download" in event["exception_message"]
     _assert_no_machine_path(server, event["exception_type"])
 

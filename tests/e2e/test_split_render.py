@@ -1,4 +1,4 @@
-"""One driving video over several real ComfyUI servers on 127.0.0.1 (magicpose_core.split_render via the client),
+"""One driving video over several real ComfyUI servers on 127.0.0.1 (magicpose_core.client.split via the client),
 with the factory checkpoints and the shipped video_dance_retarget workflow shrunk (64x64, few steps, 12 frames).
 
 Checked: the merged video has exactly the frames and the sound of a single-server render of the same workflow
@@ -28,8 +28,8 @@ import pytest
 from support import figures
 from support.workflows import load_api, load_script, of_type
 
-from magicpose_core import split_render as sr
-from magicpose_core.video import iter_video_frames, probe_video, read_audio
+from magicpose_core.client import split as sr
+from magicpose_core.media.video import iter_video_frames, probe_video, read_audio
 
 pytestmark = [pytest.mark.comfy, pytest.mark.server]
 

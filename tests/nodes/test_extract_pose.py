@@ -18,7 +18,7 @@ pytestmark = pytest.mark.comfy
 @pytest.fixture(scope="module")
 def mods(pack):
     names = ("nodes.extract_pose", "nodes.pose_detectors", "magicpose_core.pose.keypoints",
-             "magicpose_core.pose.render", "magicpose_core.geometry", "magicpose_core.reference",
+             "magicpose_core.pose.render", "magicpose_core.media.geometry", "magicpose_core.model.reference",
              "magicpose_core.pose.retarget")
     return {n.rsplit(".", 1)[1]: importlib.import_module(f"magicpose_pack.{n}") for n in names}
 

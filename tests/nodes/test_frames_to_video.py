@@ -121,9 +121,9 @@ def test_audio_from_core_audio_dict(comfy, node, fmt):
 
 
 def letterbox_reference(pack, src_w=120, src_h=60, w=64, h=64):
-    geometry = pack.magicpose_core.geometry.fit_geometry(src_w, src_h, w, h, "letterbox")
+    geometry = pack.magicpose_core.media.geometry.fit_geometry(src_w, src_h, w, h, "letterbox")
     latent = torch.zeros(1, 4, h // 8, w // 8)
-    return pack.magicpose_core.reference.MagicPoseReference(latent=latent, width=w, height=h, source_hash="0",
+    return pack.magicpose_core.model.reference.MagicPoseReference(latent=latent, width=w, height=h, source_hash="0",
                                                             geometry=geometry)
 
 
@@ -133,7 +133,7 @@ def test_crop_back_with_the_reference_fit(comfy, node, pack, fmt):
     g = ref.geometry
     yy, xx = torch.meshgrid(torch.linspace(0, 1, 60), torch.linspace(0, 1, 120), indexing="ij")
     src = torch.stack([xx, yy, 0.5 + 0 * xx], dim=-1)[None].repeat(6, 1, 1, 1)  # smooth (6, 60, 120, 3)
-    fitted = pack.magicpose_core.geometry.fit_images(src, g, pad="white")
+    fitted = pack.magicpose_core.media.geometry.fit_images(src, g, pad="white")
     out = run(node, fitted, format=fmt, crf=0, reference=ref, crop_back="remove padding")
     p = probe(saved_path(out))
     assert (p.width, p.height) == (g.box_w, g.box_h) == (64, 32)

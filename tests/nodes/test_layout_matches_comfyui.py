@@ -1,4 +1,4 @@
-"""magicpose_core.layout / keymap against ComfyUI's own classes, and the factory files against ComfyUI's
+"""magicpose_core.weights.layout / keymap against ComfyUI's own classes, and the factory files against ComfyUI's
 model detection and loaders.
 
 ComfyUI's UNetModel, cldm ControlNet, AutoencoderKL and SD1ClipModel are built on the meta device (no
@@ -11,9 +11,9 @@ import torch
 from safetensors.torch import load_file
 from support import factories
 
-from magicpose_core import checkpoint as C
-from magicpose_core import keymap
-from magicpose_core import layout as L
+from magicpose_core.weights import checkpoint as C
+from magicpose_core.weights import keymap
+from magicpose_core.weights import layout as L
 
 pytestmark = pytest.mark.comfy
 

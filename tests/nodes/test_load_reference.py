@@ -88,7 +88,7 @@ def test_geometry_image_and_latent(node, vae, pack, key):
     with torch.inference_mode():
         torch.testing.assert_close(ref.latent, vae.encode(image).float())
     assert ref.image is image and ref.keypoints is None
-    assert ref.source_hash == pack.magicpose_core.reference.tensor_hash(src)
+    assert ref.source_hash == pack.magicpose_core.model.reference.tensor_hash(src)
 
 
 def test_sample_encode_is_the_official_posterior_sample(node, vae):
@@ -146,7 +146,7 @@ def test_reference_feeds_the_geometry_to_crop_back(node, vae, pack):
     yy, xx = torch.meshgrid(torch.linspace(0, 1, 100), torch.linspace(0, 1, 300), indexing="ij")
     src = torch.stack([xx, yy, (xx * 6).sin() * 0.5 + 0.5], dim=-1)[None]  # smooth (1, 100, 300, 3)
     ref, image = run(node, src, vae, fit="letterbox").result
-    back = pack.magicpose_core.geometry.crop_back(image, ref.geometry)
+    back = pack.magicpose_core.media.geometry.crop_back(image, ref.geometry)
     assert back.shape == src.shape
     assert float((back - src).abs().mean()) < 0.02
 

@@ -26,20 +26,20 @@ def models(pack, factory_files):
 
 @pytest.fixture
 def P(pack):
-    return pack.nodes.patching
+    return pack.nodes.patch.model_patch
 
 
 @pytest.fixture
 def made_by_sampler(pack, monkeypatch) -> list:
     """The patched models MagicPoseSample builds internally (to read their MagicPoseRun afterwards)."""
     made = []
-    orig = pack.nodes.sampling.apply_magicpose
+    orig = pack.nodes.patch.run_sampling.apply_magicpose
 
     def spy(*a, **k):
         made.append(orig(*a, **k))
         return made[-1]
 
-    monkeypatch.setattr(pack.nodes.sampling, "apply_magicpose", spy)
+    monkeypatch.setattr(pack.nodes.patch.run_sampling, "apply_magicpose", spy)
     return made
 
 
@@ -62,7 +62,7 @@ def test_all_16_sites_write_and_read_every_step_never_on_uncond(pack, models, P)
     pos = P.attach_pose_control(conditioning(ctx), mp.pose_controlnet, pose_maps(2))
     _sample(m, pos, conditioning(ctx), steps=steps)
     run = P.magicpose_run(m)
-    sites = set(pack.magicpose_core.config.SITES)
+    sites = set(pack.magicpose_core.model.constants.SITES)
 
     assert run.stats.acm_calls == steps
     assert set(run.stats.writes) == sites and all(v == steps for v in run.stats.writes.values())
@@ -97,7 +97,7 @@ def test_bank_computed_once_per_step_across_frame_chunks(pack, models, P, made_b
     unet, mp = models
     ctx = text_context()
     steps, n, k = 3, 5, 2
-    out = pack.nodes.sampling.magicpose_sample(unet, mp, {"samples": reference_latent(SIZE)}, pose_maps(n),
+    out = pack.nodes.patch.run_sampling.magicpose_sample(unet, mp, {"samples": reference_latent(SIZE)}, pose_maps(n),
                                                 conditioning(ctx), conditioning(ctx), 0, steps, 7.0, "ddim",
                                                 "ddim_uniform", frame_batch=k)["samples"]
     run = P.magicpose_run(made_by_sampler[0])
@@ -126,7 +126,7 @@ def test_shared_noise_identical_poses_give_identical_frames(pack, models):
     unet, mp = models
     ctx = text_context()
     same = pose_maps(1).expand(3, -1, -1, -1).contiguous()
-    sample = pack.nodes.sampling.magicpose_sample
+    sample = pack.nodes.patch.run_sampling.magicpose_sample
     args = (unet, mp, {"samples": reference_latent(SIZE)}, same, conditioning(ctx), conditioning(ctx), 11, 2, 7.0,
             "ddim", "ddim_uniform")
     shared = sample(*args, frame_batch=2, shared_noise=True)["samples"]
@@ -205,7 +205,7 @@ def test_interrupt_inside_chunked_sampler_releases_scope(pack, models, P, made_b
     base.set_model_sampler_cfg_function(cfg)
     try:
         with pytest.raises(mm.InterruptProcessingException):
-            pack.nodes.sampling.magicpose_sample(base, mp, {"samples": reference_latent(SIZE)}, pose_maps(4),
+            pack.nodes.patch.run_sampling.magicpose_sample(base, mp, {"samples": reference_latent(SIZE)}, pose_maps(4),
                                                  conditioning(ctx), conditioning(ctx), 0, 3, 7.0, "ddim",
                                                  "ddim_uniform", frame_batch=2)
     finally:
@@ -298,7 +298,8 @@ def test_reference_of_another_size_is_resized_with_a_warning(pack, models, caplo
     ctx = text_context()
     small = {"samples": reference_latent(32)}  # 32x32 reference, 64x64 poses
     with caplog.at_level(logging.WARNING, logger="MagicPose"):
-        out = pack.nodes.sampling.magicpose_sample(unet, mp, small, pose_maps(1), conditioning(ctx), conditioning(ctx),
+        out = pack.nodes.patch.run_sampling.magicpose_sample(
+            unet, mp, small, pose_maps(1), conditioning(ctx), conditioning(ctx),
                                                    0, 1, 7.0, "ddim", "ddim_uniform")["samples"]
     assert out.shape == (1, 4, SIZE // 8, SIZE // 8)
     assert any("reference is 32x32 but the frames are 64x64" in r.getMessage() for r in caplog.records)
@@ -307,7 +308,7 @@ def test_reference_of_another_size_is_resized_with_a_warning(pack, models, caplo
 def test_bad_pose_batches_give_clear_errors(pack, models):
     unet, mp = models
     ctx = text_context()
-    sample = pack.nodes.sampling.magicpose_sample
+    sample = pack.nodes.patch.run_sampling.magicpose_sample
     for poses, words in ((torch.zeros(1, 60, 64, 3), "multiples of 8"), (torch.zeros(0, 64, 64, 3), "empty"),
                          (torch.zeros(1, 64, 64, 4), "(N, H, W, 3)")):
         with pytest.raises(ValueError) as e:
@@ -352,7 +353,7 @@ def test_official_scheduler_registered_once_in_core_tables_at_load(pack):
     assert comfy.samplers.SCHEDULER_NAMES.count(name) == 1 and comfy.samplers.KSampler.SCHEDULERS.count(name) == 1
     assert [n for n in comfy.samplers.SCHEDULER_NAMES if n != name] == before   # others keep their place
     assert name in comfy.samplers.SCHEDULER_HANDLERS
-    options = pack.nodes.official_schedule.scheduler_names()
+    options = pack.nodes.patch.official_schedule.scheduler_names()
     assert options.count(name) == 1
     import comfy.model_sampling
 
@@ -375,7 +376,7 @@ def test_official_scales_only_on_the_official_schedule(pack):
         pass
 
     ms = MS()
-    S = pack.nodes.official_schedule
+    S = pack.nodes.patch.official_schedule
     full = S.official_sigmas(ms, 50)
     start, end = S.official_scales(ms, full)
     assert math.isclose(start, math.sqrt(1 + float(full[0]) ** 2) / float(full[0]), rel_tol=1e-6)
@@ -402,7 +403,8 @@ def test_apply_and_core_ksampler_official_equal_magicpose_sample(pack, models, P
                                                           1.0, 1.0).args
     latent = {"samples": torch.zeros((n, 4, SIZE // 8, SIZE // 8))}
     (k,) = comfy_nodes.KSampler().sample(m, seed, steps, 7.0, "ddim", "magicpose_official", pos, neg, latent)
-    ours = pack.nodes.sampling.magicpose_sample(unet, mp, ref, poses, conditioning(ctx), conditioning(ctx), seed, steps,
+    ours = pack.nodes.patch.run_sampling.magicpose_sample(
+        unet, mp, ref, poses, conditioning(ctx), conditioning(ctx), seed, steps,
                                                 7.0, "ddim", "magicpose_official", frame_batch=n,
                                                 shared_noise=False)["samples"]
     rel = _rel(k["samples"], ours)
@@ -421,7 +423,7 @@ def test_result_does_not_depend_on_frame_batch_and_pose_hints_follow_their_rows(
     """Step-major chunks: each frame gets its own pose map whatever the chunking; the ControlNet runs per chunk."""
     unet, mp = models
     ctx, poses = text_context(), pose_maps(5)
-    sample = pack.nodes.sampling.magicpose_sample
+    sample = pack.nodes.patch.run_sampling.magicpose_sample
     args = (unet, mp, {"samples": reference_latent(SIZE)}, poses, conditioning(ctx), conditioning(ctx), 3, 3, 7.0,
             "ddim", "ddim_uniform")
     whole = sample(*args, frame_batch=5)["samples"]
@@ -445,7 +447,7 @@ def test_noise_input_gives_x_T(pack, models):
 
     unet, mp = models
     ctx = text_context()
-    sample = pack.nodes.sampling.magicpose_sample
+    sample = pack.nodes.patch.run_sampling.magicpose_sample
     args = (unet, mp, {"samples": reference_latent(SIZE)}, pose_maps(2), conditioning(ctx), conditioning(ctx), 9, 2,
             7.0, "ddim", "magicpose_official")
 
@@ -473,7 +475,7 @@ def test_noise_input_gives_x_T(pack, models):
 def test_autocast_bf16_runs_close_to_fp32_and_bad_values_are_refused(pack, models, P):
     unet, mp = models
     ctx = text_context()
-    sample = pack.nodes.sampling.magicpose_sample
+    sample = pack.nodes.patch.run_sampling.magicpose_sample
     args = (unet, mp, {"samples": reference_latent(SIZE)}, pose_maps(2), conditioning(ctx), conditioning(ctx), 1, 2,
             7.0, "ddim", "magicpose_official")
     fp32 = sample(*args)["samples"]

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from magicpose_core.video import encode_video
+from magicpose_core.media.video import encode_video
 
 pytestmark = pytest.mark.comfy
 

@@ -35,15 +35,15 @@ def models64(pack, factory_files):
 
 @pytest.fixture
 def T(pack):
-    return pack.nodes.temporal
+    return pack.nodes.patch.temporal_sources
 
 
 def _options(pack, mode="both", strength=1.0, start=0.0, end=1.0):
-    return pack.magicpose_core.temporal.TemporalOptions(mode, strength, start, end)
+    return pack.magicpose_core.model.temporal.TemporalOptions(mode, strength, start, end)
 
 
 def _patched(pack, models, temporal, strict=True, **opts):
-    P, T = pack.nodes.patching, pack.nodes.temporal
+    P, T = pack.nodes.patch.model_patch, pack.nodes.patch.temporal_sources
     unet, mp = models
     m = P.apply_magicpose(unet, mp, magicpose_reference(pack), P.MagicPoseOptions(strict_sites=strict, **opts))
     return T.add_temporal_sources(m, temporal, strict_sites=strict)
@@ -74,9 +74,9 @@ def test_anchor_tokens_on_conditional_rows_at_all_16_sites_never_on_unconditiona
     probe = AttnProbe()
     m.set_model_attn1_patch(probe)
     steps, n = 3, 4
-    pos = pack.nodes.patching.attach_pose_control(conditioning(ctx), mp.pose_controlnet, pose_maps(n))
+    pos = pack.nodes.patch.model_patch.attach_pose_control(conditioning(ctx), mp.pose_controlnet, pose_maps(n))
     _sample(m, pos, conditioning(ctx), _noise(n), steps=steps)
-    sites = set(pack.magicpose_core.config.SITES)
+    sites = set(pack.magicpose_core.model.constants.SITES)
     cond = [c for c in probe.calls if c[0] == (0,)]
     uncond = [c for c in probe.calls if c[0] == (1,)]
     assert len(cond) == len(uncond) == 16 * steps
@@ -120,10 +120,10 @@ def _video(pack, models, temporal, frame_batch=0, frames=FRAMES, steps=2, seed=0
     ctx = text_context()
     m = _patched(pack, models, temporal, frame_batch=frame_batch, **opts)
     if outputs is not None:
-        m.add_wrapper_with_key(pack.nodes.patching.WrappersMP.DIFFUSION_MODEL, "test_outputs", outputs)
-    pos = pack.nodes.patching.attach_pose_control(conditioning(ctx), mp.pose_controlnet, pose_maps(frames))
+        m.add_wrapper_with_key(pack.nodes.patch.model_patch.WrappersMP.DIFFUSION_MODEL, "test_outputs", outputs)
+    pos = pack.nodes.patch.model_patch.attach_pose_control(conditioning(ctx), mp.pose_controlnet, pose_maps(frames))
     out = _sample(m, pos, conditioning(ctx), _noise(frames, seed), steps=steps)
-    return out, pack.nodes.temporal.temporal_run(m)
+    return out, pack.nodes.patch.temporal_sources.temporal_run(m)
 
 
 def _invariance(pack, models, mode: str, plain) -> dict:
@@ -193,7 +193,7 @@ def test_off_is_unchanged_and_float64_floor(pack, models64, plain64, T):
     before (the official path of the parity tests). Without temporal sources frame_batch 1 vs one batch agrees to
     <= 1e-6 in float64 as well."""
     unet, mp = models64
-    P = pack.nodes.patching
+    P = pack.nodes.patch.model_patch
     m = P.apply_magicpose(unet, mp, magicpose_reference(pack), P.MagicPoseOptions(strict_sites=True))
     before = (repr(m.model_options), repr(m.wrappers))
     for off in (_options(pack, "off"), _options(pack, "both", strength=0.0)):
@@ -253,8 +253,9 @@ def test_mixed_cond_uncond_call_keeps_unconditional_rows_plain(pack, models):
         base.set_model_sampler_cfg_function(capture(tag))
         m = base
         if tag != "plain":
-            m = pack.nodes.patching.apply_magicpose(base, models[1], magicpose_reference(pack))
-            m = pack.nodes.temporal.add_temporal_sources(m, _options(pack, "both" if tag == "temporal" else "off"))
+            m = pack.nodes.patch.model_patch.apply_magicpose(base, models[1], magicpose_reference(pack))
+            m = pack.nodes.patch.temporal_sources.add_temporal_sources(
+                m, _options(pack, "both" if tag == "temporal" else "off"))
         m.set_model_unet_function_wrapper(spy)
         latent = torch.zeros((3, 4, SIZE // 8, SIZE // 8))
         comfy.sample.sample(m, comfy.sample.prepare_noise(latent, 6), 1, 7.0, "euler", "simple", conditioning(ctx),
@@ -281,7 +282,7 @@ def test_anchor_states_parked_on_cpu_and_released_after_an_interrupt(pack, model
     def interrupt(step, x0, x, total):
         mm.interrupt_current_processing(True)
 
-    pos = pack.nodes.patching.attach_pose_control(conditioning(ctx), mp.pose_controlnet, pose_maps(3))
+    pos = pack.nodes.patch.model_patch.attach_pose_control(conditioning(ctx), mp.pose_controlnet, pose_maps(3))
     try:
         with pytest.raises(mm.InterruptProcessingException):
             import comfy.sample
@@ -303,7 +304,7 @@ def test_sampler_node_path_and_a_frame_range_with_the_anchor_pose(pack, models):
     ctx = text_context()
     temporal = _options(pack, "first", strength=0.8)
     poses = pose_maps(4)
-    sample = pack.nodes.sampling.magicpose_sample
+    sample = pack.nodes.patch.run_sampling.magicpose_sample
     args = (unet, mp, {"samples": reference_latent(SIZE)})
     rest = (conditioning(ctx), conditioning(ctx), 0, 2, 7.0, "ddim", "ddim_uniform")
     whole = sample(*args, poses, *rest, frame_batch=2, temporal=temporal)["samples"]

@@ -37,8 +37,8 @@ def _eps(pack, unet, mp) -> torch.Tensor:
     """The conditional noise prediction of one MagicPose step (bank + pose ControlNet) at sigma 5."""
     import comfy.sample
 
-    P = pack.nodes.patching
-    ref = pack.magicpose_core.reference.MagicPoseReference.from_latent(reference_latent(SIZE))
+    P = pack.nodes.patch.model_patch
+    ref = pack.magicpose_core.model.reference.MagicPoseReference.from_latent(reference_latent(SIZE))
     ctx = text_context()
     caps = {}
 

@@ -1,7 +1,7 @@
 """An independent implementation of the official MagicPose forward and DDIM loop, for parity tests.
 
 Built from the same factory weights but not through ComfyUI: diffusers' UNet2DConditionModel (main UNet and
-ACM) and ControlNetModel, after the ldm -> diffusers key map of magicpose_core.keymap, with MagicPose write and
+ACM) and ControlNetModel, after the ldm -> diffusers key map of magicpose_core.weights.keymap, with MagicPose write and
 read attention processors (magicpose-method.md §3.2, §12):
 - write (ACM): record the attn1 input (= post-norm1 hidden states) of every transformer block;
 - read (main UNet, conditional pass): K/V = cat([own, bank]) through the main UNet's to_k / to_v, one softmax,
@@ -14,8 +14,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from magicpose_core import keymap
-from magicpose_core.guidance import alphas_cumprod, ddim_uniform_timesteps, magicpose_cfg
+from magicpose_core.model.guidance import alphas_cumprod, ddim_uniform_timesteps, magicpose_cfg
+from magicpose_core.weights import keymap
 
 
 class MagicPoseProcessor:

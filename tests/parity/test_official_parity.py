@@ -51,15 +51,15 @@ def test_eps_matches_official_at_every_timestep(pack, setup):
     import comfy.sample
 
     unet, mp, official = setup
-    P = pack.nodes.patching
+    P = pack.nodes.patch.model_patch
     ctx, poses, z_raw = text_context(0), pose_maps(2, SIZE), reference_latent(SIZE)
-    ref = pack.magicpose_core.reference.MagicPoseReference.from_latent(z_raw)
+    ref = pack.magicpose_core.model.reference.MagicPoseReference.from_latent(z_raw)
     g = torch.Generator().manual_seed(11)
     z0 = torch.randn((2, 4, SIZE // 8, SIZE // 8), generator=g)
     n = torch.randn((2, 4, SIZE // 8, SIZE // 8), generator=g)
     ms = unet.get_model_object("model_sampling")
     worst = 0.0
-    for t in pack.magicpose_core.guidance.ddim_uniform_timesteps(STEPS)[::-1]:
+    for t in pack.magicpose_core.model.guidance.ddim_uniform_timesteps(STEPS)[::-1]:
         sigma = float(ms.sigmas[t])
         x_t = (z0 + sigma * n) / math.sqrt(1 + sigma ** 2)   # = sqrt(a) z0 + sqrt(1 - a) n
         captured = []
@@ -90,7 +90,7 @@ def test_final_latent_matches_official_ddim_loop(pack, setup, FB):
     unet, mp, official = setup
     ctx, poses, z_raw = text_context(0), pose_maps(3, SIZE), reference_latent(SIZE)
     seed = 7
-    out = pack.nodes.sampling.magicpose_sample(
+    out = pack.nodes.patch.run_sampling.magicpose_sample(
         unet, mp, {"samples": z_raw}, poses, conditioning(ctx), conditioning(ctx), seed, STEPS, 7.0, "ddim",
         "magicpose_official", 1.0, frame_batch=FB, shared_noise=True)["samples"]
     noise = comfy.sample.prepare_noise(torch.zeros((1, 4, SIZE // 8, SIZE // 8)), seed).expand(3, -1, -1, -1)

@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from support.figures import record
 from support.magicpose_env import comfy_models, conditioning, factory_parts, pose_maps, reference_latent, text_context
 
-from magicpose_core.temporal import anchor_frames
+from magicpose_core.model.temporal import anchor_frames
 
 pytestmark = [pytest.mark.comfy]
 
@@ -78,7 +78,7 @@ def test_cond_eps_matches_frames_rendered_one_by_one(pack, factory_files, mode):
         theirs.append(e_c)
     theirs = torch.cat(theirs)
 
-    P, Tm = pack.nodes.patching, pack.nodes.temporal
+    P, Tm = pack.nodes.patch.model_patch, pack.nodes.patch.temporal_sources
     captured = []
 
     def capture(args):
@@ -87,9 +87,10 @@ def test_cond_eps_matches_frames_rendered_one_by_one(pack, factory_files, mode):
 
     base = unet.clone()
     base.set_model_sampler_cfg_function(capture)
-    ref = pack.magicpose_core.reference.MagicPoseReference.from_latent(z_raw)
+    ref = pack.magicpose_core.model.reference.MagicPoseReference.from_latent(z_raw)
     m = P.apply_magicpose(base, mp, ref, P.MagicPoseOptions(strict_sites=True, frame_batch=2))
-    m = Tm.add_temporal_sources(m, pack.magicpose_core.temporal.TemporalOptions(mode, strength), strict_sites=True)
+    options = pack.magicpose_core.model.temporal.TemporalOptions(mode, strength)
+    m = Tm.add_temporal_sources(m, options, strict_sites=True)
     pos = P.attach_pose_control(conditioning(ctx), mp.pose_controlnet, poses)
     x_k = x_t * math.sqrt(1 + sigma ** 2)
     comfy.sample.sample(m, x_k / sigma, 1, 7.0, "euler", "simple", pos, conditioning(ctx), torch.zeros_like(x_k),

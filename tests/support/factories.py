@@ -11,7 +11,7 @@
   generated tensor by tensor into a memory-mapped file, so RAM stays small.
 
 Every tensor is drawn from its own generator seeded by (seed, full key), so values do not depend on the
-order or the set of keys generated. Layouts come from ``magicpose_core.layout``; the file names carry a
+order or the set of keys generated. Layouts come from ``magicpose_core.weights.layout``; the file names carry a
 version and a digest of the layout, so a layout change regenerates them. Files are cached under
 ``.cache/factories/`` (``MAGICPOSE_FACTORY_DIR`` overrides), written atomically under a file lock.
 
@@ -34,8 +34,8 @@ from typing import Iterator
 import numpy as np
 import torch
 
-from magicpose_core import layout as L
-from magicpose_core.config import LINEAR_END, LINEAR_START, NUM_TRAIN_TIMESTEPS
+from magicpose_core.model.constants import LINEAR_END, LINEAR_START, NUM_TRAIN_TIMESTEPS
+from magicpose_core.weights import layout as L
 
 ROOT = Path(__file__).resolve().parents[2]
 CACHE_DIR = Path(os.environ.get("MAGICPOSE_FACTORY_DIR") or ROOT / ".cache" / "factories")

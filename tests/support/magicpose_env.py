@@ -10,7 +10,7 @@ import torch
 @lru_cache(maxsize=2)
 def factory_parts(path: str):
     """Split of the official-layout factory file: main UNet (ldm keys), appearance (682), pose ControlNet (340)."""
-    from magicpose_core import checkpoint
+    from magicpose_core.weights import checkpoint
 
     sd = checkpoint.load_official(path)
     parts = checkpoint.split_official(sd)
@@ -30,7 +30,7 @@ def comfy_models(pack, path: str, dtype: torch.dtype = torch.float32):
 
 def magicpose_reference(pack, size: int = 64):
     """The MAGICPOSE_REFERENCE of :func:`reference_latent`."""
-    return pack.magicpose_core.reference.MagicPoseReference.from_latent(reference_latent(size))
+    return pack.magicpose_core.model.reference.MagicPoseReference.from_latent(reference_latent(size))
 
 
 class AttnProbe:

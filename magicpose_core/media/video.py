@@ -7,7 +7,7 @@ itself, with the driving video's frame rate and sound.
 
 Design:
 - Streaming: frames are converted to uint8 one at a time through the one IMAGE adapter
-  (``magicpose_core.images.iter_uint8``) and handed to the encoder; the batch is never copied whole.
+  (``magicpose_core.media.images.iter_uint8``) and handed to the encoder; the batch is never copied whole.
   Every ``chunk`` frames, audio is interleaved up to the video time written so far and ``on_progress``
   runs (the glue checks for interruption there).
 - Exact frame count: every input frame is one output frame with ``pts = i`` in a ``1/fps`` time base
@@ -27,7 +27,7 @@ Design:
   (magicpose_core.client) renders ranges to mkv and merges them with ``merge_videos``: the final encoder then
   sees the same frames as a single render's, so the merged file equals it.
 - Reading (``read_frames``, ``read_audio``, ``probe_video``) needs numpy and PyAV only, no torch: the headless
-  client uses it. Only kept frames are converted to RGB (magicpose_core.frame_selection decides which).
+  client uses it. Only kept frames are converted to RGB (magicpose_core.media.frame_selection decides which).
 
 Codec facts follow the FFmpeg documentation (libx264, libvpx-vp9, libwebp, gif muxer time base 1/100).
 """

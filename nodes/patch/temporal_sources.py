@@ -25,9 +25,9 @@ import comfy.patcher_extension
 import torch
 from comfy.ldm.modules.attention import optimized_attention
 
-from ..magicpose_core.attention_bank import check_sites, site_key
-from ..magicpose_core.config import SITES
-from ..magicpose_core.temporal import (
+from ...magicpose_core.model.attention_bank import check_sites, site_key
+from ...magicpose_core.model.constants import SITES
+from ...magicpose_core.model.temporal import (
     AnchorCache,
     CallPlan,
     TemporalOptions,
@@ -36,7 +36,7 @@ from ..magicpose_core.temporal import (
     gather_anchors,
     plan_call,
 )
-from .patching import CALL_KEY, ConditionalCallWrapper
+from .model_patch import CALL_KEY, ConditionalCallWrapper
 
 log = logging.getLogger("MagicPose")
 

@@ -28,7 +28,7 @@ import comfy.patcher_extension
 import torch
 from comfy.ldm.modules.attention import optimized_attention
 
-from ..magicpose_core.attention_bank import (
+from ...magicpose_core.model.attention_bank import (
     REFERENCE,
     Bank,
     BankCache,
@@ -41,8 +41,8 @@ from ..magicpose_core.attention_bank import (
     gather_sources,
     site_key,
 )
-from ..magicpose_core.config import SITES
-from ..magicpose_core.reference import MagicPoseReference
+from ...magicpose_core.model.constants import SITES
+from ...magicpose_core.model.reference import MagicPoseReference
 from .frame_chunks import ChunkState, calc_in_chunks
 from .official_schedule import official_scales
 

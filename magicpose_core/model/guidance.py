@@ -11,7 +11,7 @@ import math
 
 import torch
 
-from .config import LINEAR_END, LINEAR_START, NUM_TRAIN_TIMESTEPS
+from .constants import LINEAR_END, LINEAR_START, NUM_TRAIN_TIMESTEPS
 
 
 def magicpose_cfg(eps_uncond: torch.Tensor, eps_cond: torch.Tensor, scale: float = 7.0) -> torch.Tensor:

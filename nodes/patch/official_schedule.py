@@ -21,7 +21,7 @@ import math
 import comfy.samplers
 import torch
 
-from ..magicpose_core.guidance import ddim_uniform_timesteps, official_start
+from ...magicpose_core.model.guidance import ddim_uniform_timesteps, official_start
 
 log = logging.getLogger("MagicPose")
 

@@ -39,12 +39,12 @@ _TRUE = {"1", "true", "yes", "on"}
 class HubError(RuntimeError):
     """The official weights could not be downloaded; the message says what to do instead."""
 
-    __module__ = "magicpose_core.hub"  # ComfyUI shows module + name; the pack's own module name is a path
+    __module__ = "magicpose_core.weights.hub"  # ComfyUI shows module + name; the pack's own module name is a path
 
 
 def convert_instructions() -> str:
     """How to run CONVERT_COMMAND, naming the pack folder (not a full path)."""
-    pack = Path(os.path.abspath(__file__)).parents[1].name  # the folder name ComfyUI loaded (a link's own name)
+    pack = Path(os.path.abspath(__file__)).parents[2].name  # the folder name ComfyUI loaded (a link's own name)
     return f"`{CONVERT_COMMAND}` in ComfyUI's custom_nodes/{pack} folder, with the Python that runs ComfyUI"
 
 
@@ -55,7 +55,7 @@ def is_offline() -> bool:
 
 def default_model_dir() -> Path:
     """ComfyUI's models/magicpose when this pack sits in ComfyUI/custom_nodes/, else the current folder."""
-    comfy_root = Path(__file__).resolve().parents[3]
+    comfy_root = Path(__file__).resolve().parents[4]  # weights/ < magicpose_core/ < pack/ < custom_nodes/ < ComfyUI
     if (comfy_root / "main.py").is_file() and (comfy_root / "models").is_dir():
         return comfy_root / "models" / FOLDER_NAME
     return Path.cwd()

@@ -58,7 +58,7 @@ _TAIL = r"(?:\.(?P<rest>.+))?"
 class KeyMapError(KeyError):
     """A key that is not part of the SD1.5 UNet / ControlNet layout in the given naming."""
 
-    __module__ = "magicpose_core.keymap"  # ComfyUI shows module + name; the pack's own module name is a path
+    __module__ = "magicpose_core.weights.keymap"  # ComfyUI shows module + name; the pack's own module name is a path
 
     def __str__(self) -> str:  # KeyError would print the repr of the message
         return str(self.args[0]) if self.args else ""

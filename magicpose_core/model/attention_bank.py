@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from .config import SITES
+from .constants import SITES
 
 log = logging.getLogger("MagicPose")
 

@@ -54,7 +54,8 @@ from fractions import Fraction
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
-from .client import (
+from ..media.frame_selection import FrameSelection
+from .core import (
     DRIVING_VIDEO_TITLE,
     OUTPUT_TITLE,
     Client,
@@ -68,7 +69,6 @@ from .client import (
     node_label,
     resolve_node,
 )
-from .frame_selection import FrameSelection
 
 log = logging.getLogger("MagicPose")
 
@@ -409,7 +409,7 @@ class SplitRender:
         return filled
 
     def _count_frames(self) -> tuple[int, Fraction]:
-        from .video import probe_video
+        from ..media.video import probe_video
 
         try:
             info = probe_video(str(self.inputs[DRIVING_VIDEO_TITLE]))
@@ -435,7 +435,7 @@ class SplitRender:
         if data.get("key") != self.key or data.get("frames") != total:
             raise UsageError(f"--resume: the parts in {self.parts} belong to another run (the workflow, its settings "
                              "or the input files differ); remove that folder or drop --resume")
-        from .video import probe_video
+        from ..media.video import probe_video
 
         done = set()
         for rng in ranges:
@@ -607,7 +607,7 @@ class SplitRender:
 
     def _render_range(self, client: Client, wf: dict, rng: FrameRange, prefix: str,
                       progress: _Progress) -> RangeStat | None:
-        from .video import probe_video
+        from ..media.video import probe_video
 
         rwf = range_workflow(wf, self.plan, rng, prefix)
         samplers = set(self.plan.sampler_ids)
@@ -655,7 +655,7 @@ class SplitRender:
     def _labels(self, first: FrameRange) -> dict[str, str]:
         """The file labels the server wrote into the first part (e.g. the provenance label), without the part's own
         workflow (a range cut) and with the whole workflow instead."""
-        from .video import read_metadata
+        from ..media.video import read_metadata
 
         meta = {k: v for k, v in read_metadata(str(self._part(first))).items()
                 if k.lower() not in ("prompt", "workflow", "encoder")}
@@ -663,7 +663,7 @@ class SplitRender:
         return meta
 
     def _merge(self, ranges: list[FrameRange], total: int, src_fps: Fraction, result: SplitResult) -> None:
-        from .video import merge_videos, read_audio
+        from ..media.video import merge_videos, read_audio
 
         t0 = time.monotonic()
         sel, plan = self.plan.selection, self.plan

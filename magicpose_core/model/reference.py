@@ -14,7 +14,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from .geometry import FitGeometry
+from ..media.geometry import FitGeometry
 
 LATENT_CHANNELS = 4  # SD1.5 VAE
 LATENT_SCALE = 8     # pixels per latent cell

@@ -4,7 +4,7 @@
         --reference ref.png --driving dance.mp4 --out out.mp4 \\
         [--server http://127.0.0.1:8188] [--set "Sampler.steps=20"] [--set "7.seed=3"]
 
-Standard library only (urllib for HTTP, `magicpose_core.websocket` for `/ws`): it runs on a machine with
+Standard library only (urllib for HTTP, `magicpose_core.client.websocket` for `/ws`): it runs on a machine with
 Python and this package, without ComfyUI, torch or aiohttp.
 
 Title convention. A script fills in the nodes whose `_meta.title` (the title shown in ComfyUI; right-click >
@@ -38,7 +38,7 @@ A second Ctrl-C or signal during that stop is ignored with a message, so it cann
 
 Several servers: `--server A --server B ...` splits the driving video into contiguous frame ranges, renders them
 on whichever server is idle and merges them into --out with the driver's fps and sound; the result equals a
-single-server render (magicpose_core.split_render; options --range-frames, --parts-dir, --resume, --keep-parts).
+single-server render (magicpose_core.client.split; options --range-frames, --parts-dir, --resume, --keep-parts).
 
 Python API (the CLI wraps it):
 
@@ -935,7 +935,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--out", metavar="PATH", help="where the Output node's files go (see below)")
     run.add_argument("--timeout", type=float, help="interrupt the prompt after this many seconds (exit 1)")
     run.add_argument("--quiet", action="store_true", help="no progress display")
-    split = run.add_argument_group("several servers (magicpose_core.split_render)")
+    split = run.add_argument_group("several servers (magicpose_core.client.split)")
     split.add_argument("--range-frames", type=int, metavar="N",
                        help="frames per range (default: about 4 ranges per server, at least 16 frames each)")
     split.add_argument("--parts-dir", metavar="DIR", help="where finished ranges are kept (default: OUT.parts/)")
@@ -1010,7 +1010,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _main_split(args: argparse.Namespace, servers: list[str], workflow: dict, inputs: dict[str, str]) -> int:
     """`run` with several --server (or the split options): frame ranges over the servers, merged into --out."""
-    from .split_render import SplitRender
+    from .split import SplitRender
 
     if not args.out:
         raise UsageError("splitting over servers needs --out (the merged video)")
@@ -1027,10 +1027,3 @@ def _main_split(args: argparse.Namespace, servers: list[str], workflow: dict, in
           + f"; merge {result.merge_seconds:.2f} s", file=sys.stderr)
     return EXIT_OK
 
-
-if __name__ == "__main__":
-    # `python -m` runs this file as __main__; run the package's copy instead, so that the exceptions raised by
-    # split_render (which imports magicpose_core.client) are the classes main() catches.
-    from importlib import import_module
-
-    sys.exit(import_module(f"{__package__ or 'magicpose_core'}.client").main())

@@ -17,11 +17,11 @@ import comfy.utils
 import latent_preview
 import torch
 
-from ..magicpose_core.reference import MagicPoseReference
-from ..magicpose_core.temporal import TemporalOptions
+from ...magicpose_core.model.reference import MagicPoseReference
+from ...magicpose_core.model.temporal import TemporalOptions
+from .model_patch import MagicPoseOptions, apply_magicpose, attach_pose_control, magicpose_run
 from .official_schedule import register_official_scheduler
-from .patching import MagicPoseOptions, apply_magicpose, attach_pose_control, magicpose_run
-from .temporal import add_temporal_sources, with_anchor_frame
+from .temporal_sources import add_temporal_sources, with_anchor_frame
 
 log = logging.getLogger("MagicPose")
 
@@ -74,7 +74,7 @@ def magicpose_sample(model, magicpose, reference, poses: torch.Tensor, positive,
     """Sample one latent per pose frame; returns a LATENT {"samples": (N, 4, H/8, W/8)}.
 
     `noise`: an optional core NOISE object giving x_T instead of `seed`. `options.frame_batch` is set from
-    `frame_batch` (frames the networks see at once). `temporal`: temporal sources (nodes/temporal.py; off by
+    `frame_batch` (frames the networks see at once). `temporal`: temporal sources (temporal_sources.py; off by
     default); `anchor_pose`: the video's first pose map, rendered as a hidden frame 0 when a frame range renders on
     its own (temporal mode first/both)."""
     check_poses(poses)
