@@ -129,7 +129,8 @@ class ExtractPose(io.ComfyNode):
                 PoseKeypointType.Input("pose_keypoint", optional=True,
                                        tooltip="Keypoints instead of frames (POSE_KEYPOINT from comfyui_controlnet_aux "
                                                "DWPose/OpenPose, core SDPose or pose editors; 0-1 or pixel "
-                                               "coordinates). Points count from confidence 0.3."),
+                                               "coordinates). Points count from confidence 0.3; hand and face "
+                                               "points at pixel x or y < 1 (OpenPose's -1/W marker) are missing."),
                 io.Combo.Input("detector", options=DETECTOR_CHOICES, default="auto",
                                tooltip="auto: DWPose when its ONNX files are found (models/magicpose/dwpose, "
                                        "comfyui_controlnet_aux's ckpts) or can be downloaded once (~350 MB), else "
@@ -184,10 +185,11 @@ class ExtractPose(io.ComfyNode):
                                        "are bridged by smoothing) or error. No person in any frame is always an "
                                        "error."),
                 io.Combo.Input("coordinates", options=list(COORDINATE_MODES), default="auto", optional=True,
-                               tooltip="How pose_keypoint coordinates are read: auto decides per frame (0-1 when "
-                                       "most points lie within 25 % of the 0-1 square, so points just past the "
-                                       "edge do not flip it), normalized = 0-1 of the canvas, pixels = canvas "
-                                       "pixels."),
+                               tooltip="How pose_keypoint coordinates are read: auto decides per part as "
+                                       "comfyui_controlnet_aux does (0-1 when all its points lie within [-1, 1]), "
+                                       "else per frame (0-1 when most points lie within 25 % of the 0-1 square, "
+                                       "so points just past the edge do not flip it); normalized = 0-1 of the "
+                                       "canvas, pixels = canvas pixels."),
                 io.Combo.Input("output_coordinates", options=list(OUTPUT_COORDINATES), default="pixels",
                                optional=True, advanced=True,
                                tooltip="pose_keypoint output: pixels of the width x height canvas (as "

@@ -122,8 +122,24 @@ def server(comfy_root, factory_files, tmp_path_factory):
     srv.stop()
 
 
+_FILE_SECONDS: dict[str, float] = {}
+
+
+def pytest_runtest_logreport(report):
+    """Sum setup + call + teardown per test file (a session fixture counts where it is first built)."""
+    path = report.nodeid.split("::", 1)[0]
+    _FILE_SECONDS[path] = _FILE_SECONDS.get(path, 0.0) + report.duration
+
+
 def pytest_terminal_summary(terminalreporter):
     from support import figures
+
+    if _FILE_SECONDS:
+        terminalreporter.section("seconds per test file (slowest first)")
+        total = sum(_FILE_SECONDS.values())
+        for path, seconds in sorted(_FILE_SECONDS.items(), key=lambda kv: -kv[1]):
+            terminalreporter.write_line(f"{seconds:8.1f}  {path}")
+        terminalreporter.write_line(f"{total:8.1f}  all files")
 
     rows = figures.recorded()
     if rows:

@@ -1,15 +1,15 @@
 """The keypoint model of a pose map, and the POSE_KEYPOINT interchange format.
 
 A ``Person`` holds the OpenPose layout that MagicPose's pose ControlNet was trained on (ControlNet 1.1
-"openpose_full", pose.md §1): an 18-point body (COCO order with the neck, pose.md §1.2), a 70-point face
-(68 iBUG/300-W landmarks + right and left pupil, §1.5) and two 21-point hands (§1.4). Every point is
+"openpose_full", docs/pose.md §1): an 18-point body (COCO order with the neck, docs/pose.md §1.2), a 70-point face
+(68 iBUG/300-W landmarks + right and left pupil, docs/pose.md §1.5) and two 21-point hands (§1.4). Every point is
 ``(x, y, confidence)`` in pixels of its frame; confidence 0 means "missing". Left and right are the
 subject's sides everywhere.
 
 ``POSE_KEYPOINT`` is comfyui_controlnet_aux's type: a list with one OpenPose-JSON dict per frame
 (``people[].pose_keypoints_2d`` / ``face_keypoints_2d`` / ``hand_left_keypoints_2d`` /
 ``hand_right_keypoints_2d`` as flat ``[x, y, c, ...]`` lists, ``canvas_width``, ``canvas_height``), with
-either 0-1 normalised or pixel coordinates (pose.md §5). Reading validates the structure and raises
+either 0-1 normalised or pixel coordinates (docs/pose.md §5). Reading validates the structure and raises
 ``ValueError`` naming the offending frame/person/key; it never lets a ``KeyError`` or ``TypeError`` out.
 Format facts: CMU OpenPose doc/02_output.md; comfyui_controlnet_aux ``encode_poses_as_dict`` /
 ``decode_json_as_poses``; ComfyUI core ``comfy_extras/nodes_sdpose.py``.
@@ -19,13 +19,24 @@ error; a NaN/inf/null coordinate, a negative confidence and a point more than ``
 an edge become missing points (OpenCV overflows on them, and nothing of such a point would be on the map).
 
 Coordinates. Producers differ: comfyui_controlnet_aux's OpenPose preprocessor and controlnet_aux write 0-1
-values, its DWPose preprocessor, pose editors, OpenPose itself and core SDPose write pixels. ``auto`` decides per
-frame: normalised when at least ``NORMALISED_SHARE`` of the frame's present points lie within ``NORMALISED_MARGIN``
-(25 %) of the unit square, else pixels. So a few points past the edge (a wrist at x = 1.03, a hand raised out of
-frame) cannot flip a normalised frame, one frame cannot flip another, and points at (0, 0) (the usual "missing"
-spelling) do not vote. comfyui_controlnet_aux's own drawing decides per body part (all points of the part within
-[0, 1] or not), so it draws normalised parts with any point past the edge at pixel scale, i.e. collapsed into the
-top-left corner; we draw those where they belong.
+values, its DWPose preprocessor, pose editors, OpenPose itself and core SDPose write pixels. comfyui_controlnet_aux's
+consumers (``draw_poses`` via ``util.is_normalized``, Render Pose JSON, the pose-keypoint postprocess nodes) decide
+per part: 0-1 when every present point of the part has |x| <= 1 and |y| <= 1, else pixels. ``auto`` takes that
+decision for every part it calls 0-1, and gives a part it would call pixels the frame's vote instead: 0-1 when at
+least ``NORMALISED_SHARE`` of the frame's present points lie within ``NORMALISED_MARGIN`` (25 %) of the unit square.
+So a few points past the edge of a 0-1 frame (a wrist at x = 1.03, a hand raised out of frame) do not send their part
+to the top-left corner as comfyui_controlnet_aux's drawing does (we draw them where they belong), one frame cannot
+flip another, and points at (0, 0) (the usual "missing" spelling) do not vote. The canvas of each frame is its
+``canvas_width`` x ``canvas_height``.
+
+Missing hand and face points. ControlNet 1.1's drawing (and comfyui_controlnet_aux's) skips a hand or face point
+whose truncated pixel x or y is not above 0.01; producers rely on that: comfyui_controlnet_aux's OpenPose writes a
+hand or face point its detector did not find as (-1/W, -1/H) with confidence 1.0 (W, H = its detection image), others
+write (0, 0). Such points (pixel x < 1 or y < 1, any confidence) are read as missing, so smoothing, person selection
+and retargeting never see them. Body points are missing only by confidence (comfyui_controlnet_aux writes
+``[0, 0, 0]``, and draws a body point at (0, 0) with c = 1). Its OpenPose face holds one point per facenet map that
+has a peak: 71 when all were found (the 71st map is the background; dropped), fewer when some were not (later points
+shift down; kept in order, so the dots are drawn as it draws them).
 
 Confidence. comfyui_controlnet_aux writes c = 1.0 for present and 0 for missing points and its decoder drops
 every point with c < 1.0; DWPose and SDPose treat c < 0.3 as missing (SDPoseDrawKeypoints' default
@@ -61,6 +72,7 @@ NORMALISED_MARGIN = 0.25  # "auto": normalised points may lie up to 25 % outside
 NORMALISED_SHARE = 0.75   # ... and at least this share of a frame's present points must be within that margin
 READ_THRESHOLD = 0.3      # a POSE_KEYPOINT point counts when c >= 0.3 (DWPose / SDPose; same as aux's c >= 1 on 0/1)
 COORDINATE_MODES = ("auto", "normalized", "pixels")
+FACENET_MAPS = 71         # OpenPose facenet's output maps: 70 points + background (comfyui_controlnet_aux keeps all)
 RIGHT_EYE_CONTOUR = slice(36, 42)   # iBUG 36-41
 LEFT_EYE_CONTOUR = slice(42, 48)    # iBUG 42-47
 
@@ -79,7 +91,7 @@ def empty_points(n: int) -> np.ndarray:
 
 
 def add_pupils(face68: np.ndarray) -> np.ndarray:
-    """(68, 3) iBUG face -> (70, 3): pupils as eye-contour centroids (pose.md §1.5), missing if any contour
+    """(68, 3) iBUG face -> (70, 3): pupils as eye-contour centroids (docs/pose.md §1.5), missing if any contour
     point is missing; confidence = the lowest of the contour."""
     face68 = np.asarray(face68, dtype=np.float64)
     out = np.zeros((FACE_POINTS, 3))
@@ -232,6 +244,8 @@ def _flat_points(values: Any, key: str, where: str) -> np.ndarray | None:
 
 
 def _fit_part(pts: np.ndarray | None, part: str, where: str) -> np.ndarray | None:
+    """Points of one part -> our layout (module docstring): BODY_25 -> 18, 68-point face + pupils, an OpenPose face
+    of any other count up to 71 (comfyui_controlnet_aux) to 70 slots."""
     if pts is None:
         return None
     n = len(pts)
@@ -244,9 +258,12 @@ def _fit_part(pts: np.ndarray | None, part: str, where: str) -> np.ndarray | Non
     if part == "face":
         if n == FACE_POINTS_NO_PUPILS:
             return add_pupils(pts)
-        if n != FACE_POINTS:
-            raise ValueError(f"{where}.face_keypoints_2d has {n} points; expected 70 (OpenPose) or 68 (iBUG/DWPose)")
-        return pts
+        if n > FACENET_MAPS:
+            raise ValueError(f"{where}.face_keypoints_2d has {n} points; expected 70 (OpenPose), 68 (iBUG/DWPose) or "
+                             "up to 71 (comfyui_controlnet_aux OpenPose)")
+        out = empty_points(FACE_POINTS)
+        out[:min(n, FACE_POINTS)] = pts[:FACE_POINTS]  # the 71st point is facenet's background map
+        return out
     if n != HAND_POINTS:
         raise ValueError(f"{where}.{JSON_KEYS[part]} has {n} points; expected 21")
     return pts
@@ -294,14 +311,30 @@ def looks_normalised(points: Sequence[np.ndarray]) -> bool:
     return bool(inside.mean() >= NORMALISED_SHARE)
 
 
+def part_is_normalised(points: np.ndarray) -> bool:
+    """comfyui_controlnet_aux's consumers' rule for one (N, 3) part (``util.is_normalized``): True when it has present
+    points (c > 0) and all of them have |x| <= 1 and |y| <= 1 (so OpenPose's (-1/W, -1/H) marker counts as 0-1)."""
+    xy = points[points[:, 2] > 0, :2]
+    return bool(len(xy)) and bool((np.abs(xy) <= 1).all())
+
+
+def _drop_undrawable(points: np.ndarray) -> np.ndarray:
+    """(N, 3) hand or face points in pixels -> the same with points at pixel x < 1 or y < 1 missing (the
+    (-1/W, -1/H) marker, (0, 0), anything ControlNet's drawing would not draw; module docstring)."""
+    points[(points[:, 0] < 1) | (points[:, 1] < 1)] = 0.0
+    return points
+
+
 def pose_keypoint_to_frames(data: Any, coordinates: str = "auto") -> list[PoseFrame]:
     """POSE_KEYPOINT (list of OpenPose-JSON dicts, one dict, or its JSON text) -> PoseFrames in pixels.
 
     ``coordinates``: ``"normalized"`` (0-1, multiplied by the canvas size), ``"pixels"``, or ``"auto"``, decided
-    per frame by ``looks_normalised`` (module docstring). A 68-point face gets synthesised pupils; a BODY_25 body
-    is reduced to the 18 COCO points; other keys (``foot_keypoints_2d``, ...) are ignored. NaN/inf/null
-    coordinates and points more than ``OFF_CANVAS`` canvas sizes outside become missing. Confidences are kept as
-    they are (``READ_THRESHOLD`` is the caller's to apply).
+    per part by ``part_is_normalised`` and else per frame by ``looks_normalised`` (module docstring). Hand and face
+    points at pixel x < 1 or y < 1 are missing (comfyui_controlnet_aux OpenPose's (-1/W, -1/H) marker). A 68-point
+    face gets synthesised pupils, a 71-point one loses facenet's background point; a BODY_25 body is reduced to the
+    18 COCO points; other keys (``foot_keypoints_2d``, ...) are ignored. NaN/inf/null coordinates and points more
+    than ``OFF_CANVAS`` canvas sizes outside become missing. Confidences are kept as they are (``READ_THRESHOLD`` is
+    the caller's to apply).
     """
     if coordinates not in COORDINATE_MODES:
         raise ValueError(f"coordinates must be one of {', '.join(COORDINATE_MODES)}, got {coordinates!r}")
@@ -323,17 +356,22 @@ def pose_keypoint_to_frames(data: Any, coordinates: str = "auto") -> list[PoseFr
             pw = f"{where} person {j}"
             if not isinstance(person, dict):
                 raise ValueError(f"{pw} must be a dict of keypoint lists, got {type(person).__name__}")
-            persons.append({part: _fit_part(_flat_points(person.get(JSON_KEYS[part]), JSON_KEYS[part], pw), part, pw)
-                            for part in PARTS})
-        mode = coordinates
-        if mode == "auto":
-            mode = "normalized" if looks_normalised([v for p in persons for v in p.values()]) else "pixels"
-        scale = np.array([w, h], dtype=np.float64) if mode == "normalized" else np.ones(2)
+            persons.append((pw, {part: _flat_points(person.get(JSON_KEYS[part]), JSON_KEYS[part], pw)
+                                 for part in PARTS}))
+        frame_normalised = coordinates == "normalized"
+        if coordinates == "auto":
+            frame_normalised = looks_normalised([v for _, p in persons for v in p.values()])
         out = []
-        for p in persons:
-            with np.errstate(over="ignore", invalid="ignore"):  # 1e300 x W -> inf -> a missing point below
-                parts = {part: None if v is None else np.concatenate([v[:, :2] * scale, v[:, 2:]], axis=1)  # (N, 3)
-                         for part, v in p.items()}
+        for pw, p in persons:
+            parts = {}
+            for part, v in p.items():
+                if v is not None:
+                    normalised = frame_normalised or (coordinates == "auto" and part_is_normalised(v))
+                    with np.errstate(over="ignore", invalid="ignore"):  # 1e300 x W -> inf -> a missing point
+                        v = np.concatenate([v[:, :2] * ([w, h] if normalised else [1, 1]), v[:, 2:]], axis=1)
+                    if part != "body":
+                        v = _drop_undrawable(v)
+                parts[part] = _fit_part(v, part, pw)
             if parts["body"] is None:
                 parts["body"] = empty_points(BODY_POINTS)
             out.append(Person(**parts))

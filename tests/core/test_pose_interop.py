@@ -3,7 +3,10 @@
 "What comfyui_controlnet_aux draws" is ``support.pose_data.aux_draw``: its decoding and per-part convention guess
 (described there) with controlnet_aux's real drawing functions. The border table compares, per case, the map we
 draw from the JSON and the map comfyui_controlnet_aux draws with the map of the true pixel keypoints; it is printed
-and recorded (figures) for the closing note. Core SDPose is tested in tests/nodes/test_pose_sdpose.py.
+and recorded (figures) for the closing note. The clip tests feed what comfyui_controlnet_aux's OpenPose and DWPose
+nodes write (``support.pose_data.aux_openpose_json`` / ``aux_dwpose_json``: OpenPose's (-1/W, -1/H, 1.0) marker, its
+71-point face) through Extract Pose's logic with default smoothing. Core SDPose is tested in
+tests/nodes/test_pose_sdpose.py.
 """
 from __future__ import annotations
 
@@ -12,7 +15,21 @@ import json
 import numpy as np
 import pytest
 from support import figures
-from support.pose_data import aux_draw, face_points, hand_points, standing_person
+from support.pose_data import (
+    AUX_CLIP_SIZE,
+    FINGERTIPS,
+    FLICKER,
+    NEVER,
+    aux_clip_frames,
+    aux_clip_json,
+    aux_draw,
+    aux_dwpose_json,
+    aux_openpose_json,
+    face_points,
+    hand_points,
+    lit_iou,
+    standing_person,
+)
 
 from magicpose_core.pose.keypoints import (
     READ_THRESHOLD,
@@ -21,6 +38,7 @@ from magicpose_core.pose.keypoints import (
     frames_to_pose_keypoint,
     pose_keypoint_to_frames,
 )
+from magicpose_core.pose.pipeline import ExtractSettings, process_sequence, render_sequence
 from magicpose_core.pose.render import render_pose
 
 pytest.importorskip("controlnet_aux.open_pose")
@@ -149,33 +167,125 @@ def test_what_we_write_comfyui_controlnet_aux_draws_the_same(normalized):
         aux_draw(old)
 
 
-def _aux_dwpose_json(frame: PoseFrame) -> dict:
-    """A frame as comfyui_controlnet_aux's DWPose preprocessor writes it (its ``format_result`` +
-    ``encode_poses_as_dict``, described): pixels, c = 1 / [0, 0, 0], a part with no point at all is null (the body
-    is 18 x [0, 0, 0] instead), the face is 68 points + body REye + body LEye."""
-    def part(v, n):
-        if v is None or not (v[:, 2] > 0).any():
-            return None if n != 18 else [0.0] * 54
-        return [float(c) for x, y, s in v for c in ((x, y, 1.0) if s > 0 else (0.0, 0.0, 0.0))]
-
-    people = []
-    for p in frame.people:
-        face = None if p.face is None else np.concatenate([p.face[:68], p.body[[14, 15]]])
-        people.append({"pose_keypoints_2d": part(p.body, 18), "face_keypoints_2d": part(face, 70),
-                       "hand_left_keypoints_2d": part(p.left_hand, 21),
-                       "hand_right_keypoints_2d": part(p.right_hand, 21)})
-    return {"people": people, "canvas_height": frame.height, "canvas_width": frame.width}
-
-
 def test_what_comfyui_controlnet_aux_writes_we_draw_the_same():
     """Its DWPose (pixels, null parts), its OpenPose (0-1) and a pose editor's single dict with ``version`` /
     ``animals`` keys: our map equals what it draws itself."""
     frames = _our_people()
-    dwpose = [_aux_dwpose_json(f) for f in frames]
+    dwpose = [aux_dwpose_json(f) for f in frames]
     openpose = frames_to_pose_keypoint([f.transformed(lambda xy: np.clip(xy, 0, 383), f.width, f.height)
                                         for f in frames], normalized=True, binary_confidence=True)
-    editor = dict(_aux_dwpose_json(frames[2]), version="1.0", animals=[])
+    editor = dict(aux_dwpose_json(frames[2]), version="1.0", animals=[])
     for name, data in (("dwpose", dwpose), ("openpose", openpose), ("editor", [editor])):
         data = json.loads(json.dumps(data))
         for ours, d in zip(_ours(data), data):
             assert _diff(ours, aux_draw(d)) == 0, name
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# comfyui_controlnet_aux OpenPose / DWPose -> Extract Pose (default smoothing) -> pose map
+
+CLIP_W, CLIP_H, CLIP_T = AUX_CLIP_SIZE
+
+
+def _maps(seq, settings) -> np.ndarray:
+    return (render_sequence(seq, settings).numpy() * 255).round().astype(np.uint8)
+
+
+def test_aux_markers_are_missing_points_per_part():
+    """OpenPose's (-1/W, -1/H) marker (with c = 1.0, or any confidence) and (0, 0) in hands and faces are missing;
+    body points are missing by confidence only (comfyui_controlnet_aux draws a body point at (0, 0) with c = 1);
+    a face of 71 points loses the background point, a shorter one keeps its points in order."""
+    frame = aux_clip_frames()[1]
+    data = aux_openpose_json(frame, face_background=(200.0, 300.0))
+    p = data["people"][0]
+    assert len(p["face_keypoints_2d"]) == 3 * 71 and p["hand_right_keypoints_2d"][3 * 8:3 * 9] == pytest.approx(
+        [-1 / CLIP_W, -1 / CLIP_H, 1.0])
+    p["hand_left_keypoints_2d"][3 * 3:3 * 6] = [-1 / 600, -1 / 900, 0.7, 0.0, 0.0, 1.0, 0.3, -1 / 900, 1.0]
+    p["pose_keypoints_2d"][3 * 17:] = [0.0, 0.0, 1.0]
+    got = pose_keypoint_to_frames([data])[0]
+    a, b = got.people
+    truth = frame.people[0]
+    on = truth.right_hand[:, 2] > 0
+    assert (a.right_hand[:, 2] > 0).tolist() == on.tolist() and not on[FLICKER].any()
+    np.testing.assert_allclose(a.right_hand[on, :2], truth.right_hand[on, :2], atol=1e-3)
+    assert (a.left_hand[[3, 4, 5, NEVER], 2] == 0).all() and (a.left_hand[[0, 1, 2, 6], 2] == 1).all()
+    np.testing.assert_allclose(a.face[:, :2], truth.face[:, :2], atol=1e-3)  # 70 landmarks, background dropped
+    assert a.body[17].tolist() == [0.0, 0.0, 1.0]
+    assert b.left_hand is not None and not (b.left_hand[:, 2] > 0).any() and b.right_hand is None and b.face is None
+    # a face with missing landmarks left out (56 points): in order, the rest missing; more than 71: an error
+    p["face_keypoints_2d"] = p["face_keypoints_2d"][:3 * 56]
+    face = pose_keypoint_to_frames([data])[0].people[0].face
+    assert (face[:56, 2] == 1).all() and not face[56:].any()
+    p["face_keypoints_2d"] = [0.5, 0.5, 1.0] * 72
+    with pytest.raises(ValueError, match="up to 71"):
+        pose_keypoint_to_frames([data])
+
+
+def test_convention_per_part_as_comfyui_controlnet_aux_decides():
+    """Its consumers' rule (per part: all present |x|, |y| <= 1 -> 0-1) for every part it calls 0-1, even in a frame
+    whose other parts are pixels; a part it would call pixels follows the frame's vote (a wrist past the edge of a
+    0-1 frame stays 0-1). Checked on everything its two nodes write: each part read in the convention it has."""
+    frame = PoseFrame(CLIP_W, CLIP_H, [_person(offset=(10, 160))])
+    mixed = frames_to_pose_keypoint([frame], normalized=False, binary_confidence=True)[0]
+    norm = frames_to_pose_keypoint([frame], normalized=True, binary_confidence=True)[0]
+    mixed["people"][0]["hand_left_keypoints_2d"] = norm["people"][0]["hand_left_keypoints_2d"]
+    got = pose_keypoint_to_frames([mixed])[0].people[0]
+    for part in ("body", "face", "left_hand", "right_hand"):
+        np.testing.assert_allclose(getattr(got, part), getattr(frame.people[0], part), atol=1e-9, err_msg=part)
+    for writer in ("openpose", "dwpose"):
+        for d, f in zip(aux_clip_json(writer), aux_clip_frames()):
+            for q, truth in zip(pose_keypoint_to_frames(d)[0].people, f.people):
+                for part in ("body", "face", "left_hand", "right_hand"):
+                    got, want = getattr(q, part), getattr(truth, part)
+                    if want is None or not (want[:, 2] > 0).any():
+                        assert got is None or not (got[:, 2] > 0).any(), (writer, part)
+                        continue
+                    n = 68 if part == "face" else len(want)  # DWPose's face 68, 69 are the body's eyes
+                    np.testing.assert_allclose(got[:n], want[:n], atol=1e-3, err_msg=f"{writer} {part}")
+
+
+@pytest.mark.parametrize("writer", ["openpose", "dwpose"])
+def test_aux_clip_through_extract_pose_with_default_smoothing(writer):
+    """comfyui_controlnet_aux OpenPose / DWPose POSE_KEYPOINT -> Extract Pose's logic with its defaults (largest
+    person, medium smoothing; output canvas = the POSE_KEYPOINT canvas): every present fingertip of A lands within
+    1 px of where it is, in every frame; a fingertip missing for 2 frames is bridged (smoothing's gap filling) at its
+    place, one never found stays absent; B's hands and face are absent. The pose map against comfyui_controlnet_aux's
+    own drawing of the same keypoints: identical where no gap was bridged, once the background face dot we drop is
+    left out of theirs; IoU of drawn pixels with their drawing as is >= 0.99 over the clip."""
+    data = aux_clip_json(writer)
+    truth = aux_clip_frames()
+    settings = ExtractSettings(width=CLIP_W, height=CLIP_H, threshold=READ_THRESHOLD)
+    seq = process_sequence(pose_keypoint_to_frames(data), settings)
+    ta = truth[0].people[0]  # static: one true place per point
+    err = []
+    for f in seq.output:
+        (a,) = f.people
+        for hand, th, tips in ((a.right_hand, ta.right_hand, FINGERTIPS), (a.left_hand, ta.left_hand, FINGERTIPS[:-1])):
+            assert (hand[tips, 2] > 0).all()
+            err += np.hypot(*(hand[tips, :2] - th[tips, :2]).T).tolist()
+        assert a.left_hand[NEVER, 2] == 0
+    b_seq = process_sequence(pose_keypoint_to_frames(data), ExtractSettings(
+        width=CLIP_W, height=CLIP_H, threshold=READ_THRESHOLD, person="index", person_index=1))
+    for f in b_seq.output:
+        (b,) = f.people
+        assert b.left_hand is None and b.right_hand is None and b.face is None and (b.body[:, 2] > 0).all()
+    # the map: ours (A only, default settings) vs comfyui_controlnet_aux drawing A
+    no_bg = aux_clip_json(writer, background=False)  # their POSE_KEYPOINT minus the background face dot we drop
+    ours = _maps(seq, settings)
+    theirs = np.stack([aux_draw(dict(d, people=d["people"][:1])) for d in no_bg])
+    theirs_bg = np.stack([aux_draw(dict(d, people=d["people"][:1])) for d in data])
+    steady = [t for t in range(CLIP_T) if t % 3 != 1]
+    exact = sum(_diff(ours[t], theirs[t]) for t in steady)
+    iou = lit_iou(ours, theirs_bg)  # over the clip; per frame >= 0.98 (a bridged frame: 2 fingertips + 1 dot)
+    assert min(lit_iou(o, x) for o, x in zip(ours, theirs_bg)) >= 0.98
+    # every person, smoothing off: nothing bridged, so the map is theirs minus the background dot
+    everyone = ExtractSettings(width=CLIP_W, height=CLIP_H, threshold=READ_THRESHOLD, person="all", smoothing="off")
+    all_maps = _maps(process_sequence(pose_keypoint_to_frames(data), everyone), everyone)
+    all_exact = sum(_diff(o, aux_draw(d)) for o, d in zip(all_maps, no_bg))
+    figures.record(f"aux {writer} clip -> Extract Pose (max fingertip error px, differing px where nothing bridged, "
+                   "IoU of drawn px vs aux's drawing over the clip, differing px person=all)",
+                   [max(err), exact, iou, all_exact])
+    print(f"\n{writer}: fingertips max {max(err):.3f} px; map vs aux: {exact} px differ (steady frames), "
+          f"IoU {iou:.4f}; person=all {all_exact} px differ")
+    assert max(err) <= 1.0
+    assert exact == 0 and all_exact == 0 and iou >= 0.99

@@ -21,9 +21,9 @@ def _frames(seed: int = 0) -> list[PoseFrame]:
         people = []
         for _ in range(2):
             p = random_person(rng, w, h)
-            for _, v in p.parts():  # keep everything on-canvas so 'auto' detection is unambiguous
-                v[:, 0] = np.clip(v[:, 0], 0, w - 1)
-                v[:, 1] = np.clip(v[:, 1], 0, h - 1)
+            for _, v in p.parts():  # on-canvas so 'auto' is unambiguous; x, y >= 1: drawable hand / face points
+                v[:, 0] = np.clip(v[:, 0], 1, w - 1)
+                v[:, 1] = np.clip(v[:, 1], 1, h - 1)
                 v[v[:, 2] <= 0] = 0.0
             people.append(p)
         frames.append(PoseFrame(w, h, people))
@@ -116,7 +116,7 @@ def test_68_point_face_gets_pupils_and_body25_is_reduced():
     ([{"people": [{"pose_keypoints_2d": ["a", 2, 3] * 18}], "canvas_width": 10, "canvas_height": 10}], "a number"),
     ([{"people": [], "canvas_width": 65536, "canvas_height": 65536}], "limited to 16384"),
     ([{"people": [], "canvas_width": 10, "canvas_height": 10**400}], "limited to 16384"),
-    ([{"people": [{"face_keypoints_2d": [1, 2, 1] * 69}], "canvas_width": 10, "canvas_height": 10}], "expected 70"),
+    ([{"people": [{"face_keypoints_2d": [1, 2, 1] * 72}], "canvas_width": 10, "canvas_height": 10}], "up to 71"),
     ([{"people": [{"pose_keypoints_2d": "1,2,3"}], "canvas_width": 10, "canvas_height": 10}], "flat list"),
 ])
 def test_malformed_pose_keypoint_raises_clear_value_errors(bad, match):
@@ -178,20 +178,21 @@ def test_person_validation():
 
 def test_unbounded_numbers_become_missing_points():
     """NaN / inf / null / 1e300 / 1e30 / ints beyond float range and negative confidences: missing, not a crash
-    (OpenCV raised OverflowError on 1e300 and TypeError on 1e30); points within one canvas outside are kept."""
+    (OpenCV raised OverflowError on 1e300 and TypeError on 1e30); points within one canvas outside are kept (hand
+    and face points only at x, y >= 1: ControlNet's drawing skips the others)."""
     from magicpose_core.pose.render import render_pose
 
     body = [256, 100, 1, 256, 150, 1]
     bad = [[float("nan"), 5, 1], [5, float("inf"), 1], [None, 5, 1], [1e300, 5, 1], [5, -1e30, 1], [10**400, 5, 1],
            [5, 5, -1], [5, 5, float("nan")], [1100, 300, 1], [-600, 300, 1]]
-    kept = [[700, 300, 1], [-400, -500, 1]]
+    kept = [[700, 300, 1], [900, 1000, 1]]
     pts = bad + kept
-    body += [v for p in pts[:6] for v in p] + [0, 0, 0] * 10
+    body += [v for p in pts[:6] for v in p] + [-400, -500, 1] + [0, 0, 0] * 9
     hand = [v for p in (pts + [[0, 0, 0]] * 9)[:21] for v in p]
     frame = pose_keypoint_to_frames([{"people": [{"pose_keypoints_2d": body, "hand_left_keypoints_2d": hand}],
                                       "canvas_width": 512, "canvas_height": 512}], "pixels")[0]
     p = frame.people[0]
-    assert (p.body[2:8] == 0).all() and (p.body[:2, 2] == 1).all()
+    assert (p.body[2:8] == 0).all() and (p.body[:2, 2] == 1).all() and p.body[8].tolist() == [-400, -500, 1]
     assert (p.left_hand[:10] == 0).all()
     np.testing.assert_array_equal(p.left_hand[10:12], kept)
     assert render_pose(frame).any()

@@ -12,7 +12,17 @@ import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from support import figures
-from support.pose_data import STANDING, face_points, hand_points, standing_person
+from support.pose_data import (
+    AUX_CLIP_SIZE,
+    FINGERTIPS,
+    NEVER,
+    STANDING,
+    aux_clip_frames,
+    aux_clip_json,
+    face_points,
+    hand_points,
+    standing_person,
+)
 
 pytestmark = pytest.mark.comfy
 
@@ -80,6 +90,30 @@ def test_coordinates_choice_and_unknown_keys_kept(mods):
     _, normed = run(mods, data, output_coordinates="normalized").result
     assert normed[0]["animals"] == [[[0.5, 0.5, 1.0], [0.25, 0.75, 1.0]]]
     assert np.abs(body(normed)[:, :2]).max() <= 1.0
+
+
+def test_comfyui_controlnet_aux_openpose_clip_through_the_node(mods):
+    """The node on real ComfyUI with its defaults (auto coordinates, largest person, medium smoothing) on a clip as
+    comfyui_controlnet_aux's OpenPose node writes it ((-1/W, -1/H, 1.0) for hand points it did not find, a 71-point
+    face, a second person whose hand has no point found; tests/core/test_pose_interop.py has the details): every
+    present fingertip within 1 px in the output POSE_KEYPOINT, the never-found one [0, 0, 0], and the map equal to
+    comfyui_controlnet_aux's own drawing of the person in the frames where smoothing bridged nothing."""
+    pytest.importorskip("controlnet_aux.open_pose")
+    from support.pose_data import aux_draw
+
+    w, h, n = AUX_CLIP_SIZE
+    maps, out = run(mods, aux_clip_json("openpose"), smoothing="medium", width=w, height=h).result
+    truth = aux_clip_frames()[0].people[0]
+    for f in out:
+        (p,) = f["people"]
+        for key, want, tips in (("hand_right_keypoints_2d", truth.right_hand, FINGERTIPS),
+                                ("hand_left_keypoints_2d", truth.left_hand, FINGERTIPS[:-1])):
+            got = np.array(p[key]).reshape(21, 3)
+            assert (got[tips, 2] == 1).all() and np.abs(got[tips, :2] - want[tips, :2]).max() <= 1.0
+        assert p["hand_left_keypoints_2d"][3 * NEVER:3 * NEVER + 3] == [0.0, 0.0, 0.0]
+    ours = (maps.numpy() * 255).round().astype(np.uint8)
+    theirs = [aux_draw(dict(d, people=d["people"][:1])) for d in aux_clip_json("openpose", background=False)]
+    assert all(not (ours[t] != theirs[t]).any() for t in range(n) if t % 3 != 1)
 
 
 def _sdpose_raw(rng: np.random.Generator, w: int, h: int) -> tuple[np.ndarray, np.ndarray]:

@@ -164,6 +164,106 @@ def aux_draw(frame: dict, draw_body: bool = True, draw_hand: bool = True, draw_f
     return canvas
 
 
+def aux_openpose_json(frame: PoseFrame, face_background: tuple[float, float] | None = None) -> dict:
+    """A frame as comfyui_controlnet_aux's OpenPose node writes it (Fannovel16 v1.1.x, described, not copied:
+    ``OpenposeDetector.detect_poses`` / ``detect_hands`` / ``detect_face`` and ``encode_poses_as_dict`` in
+    src/custom_controlnet_aux/open_pose/__init__.py). The frame's canvas is the detection image (a multiple of 64, so
+    its pad-to-64 adds nothing) and the coordinates are divided by it in float32, as there:
+
+    - body: ``[x/W, y/H, 1.0]``, a joint it did not find ``[0, 0, 0]``;
+    - a hand whose box was searched (``left_hand`` / ``right_hand`` not None): 21 points, a point the hand net did
+      not find (its peak (0, 0), c = 0 here) written as ``[-1/W, -1/H, 1.0]``; a hand with no box: ``null``;
+    - face: one point per facenet map that has a peak, in map order: the found landmarks (a missing one is left
+      out, so later points move up), then the background map's peak ``face_background`` (pixels) when given.
+    """
+    w, h = np.float32(frame.width), np.float32(frame.height)
+
+    def xy(x, y):
+        return [float(np.float32(x) / w), float(np.float32(y) / h), 1.0]
+
+    def hand(v):
+        if v is None:
+            return None
+        return [c for x, y, s in v for c in (xy(x, y) if s > 0 else [float(np.float32(-1) / w),
+                                                                      float(np.float32(-1) / h), 1.0])]
+
+    people = []
+    for p in frame.people:
+        face = None
+        if p.face is not None:
+            face = [c for x, y, s in p.face if s > 0 for c in xy(x, y)]
+            face += xy(*face_background) if face_background is not None else []
+        people.append({"pose_keypoints_2d": [c for x, y, s in p.body for c in (xy(x, y) if s > 0 else [0.0] * 3)],
+                       "face_keypoints_2d": face, "hand_left_keypoints_2d": hand(p.left_hand),
+                       "hand_right_keypoints_2d": hand(p.right_hand)})
+    return {"people": people, "canvas_height": frame.height, "canvas_width": frame.width}
+
+
+def aux_dwpose_json(frame: PoseFrame) -> dict:
+    """A frame as comfyui_controlnet_aux's DWPose node writes it (its ``Wholebody.format_result`` +
+    ``encode_poses_as_dict``, described): pixels of the input frame, c = 1 / ``[0, 0, 0]`` (score < 0.3), a part with
+    no point at all is null (the body is 18 x [0, 0, 0] instead), the face is 68 points + body REye + body LEye."""
+    def part(v, n):
+        if v is None or not (v[:, 2] > 0).any():
+            return None if n != 18 else [0.0] * 54
+        return [float(c) for x, y, s in v for c in ((x, y, 1.0) if s > 0 else (0.0, 0.0, 0.0))]
+
+    people = []
+    for p in frame.people:
+        face = None if p.face is None else np.concatenate([p.face[:68], p.body[[14, 15]]])
+        people.append({"pose_keypoints_2d": part(p.body, 18), "face_keypoints_2d": part(face, 70),
+                       "hand_left_keypoints_2d": part(p.left_hand, 21),
+                       "hand_right_keypoints_2d": part(p.right_hand, 21)})
+    return {"people": people, "canvas_height": frame.height, "canvas_width": frame.width}
+
+
+FINGERTIPS = [4, 8, 12, 16, 20]
+FLICKER = [8, 12]             # right-hand fingertips the hand net misses in every third frame (short gaps)
+NEVER = 20                    # a left-hand fingertip it never finds
+AUX_CLIP_SIZE = (512, 768, 9)  # canvas width, height (multiples of 64: no pad-to-64), frames
+
+
+def aux_clip_frames() -> list[PoseFrame]:
+    """The truth of a static clip for comfyui_controlnet_aux interop: person A (large) with both hands and a 70-point
+    face, fingertips ``FLICKER`` missing in every third frame and ``NEVER`` in all; person B (small, bottom right)
+    whose left hand box was searched but no point found, no right hand box, no face. Integer pixels (its OpenPose
+    peaks are); static, so smoothing must not move anything."""
+    w, h, n = AUX_CLIP_SIZE
+    frames = []
+    for t in range(n):
+        a = standing_person(offset=(10.0, 160.0)).transformed(np.round)
+        b = standing_person(scale=0.5, offset=(330.0, 520.0), face=False).transformed(np.round)
+        a.left_hand[NEVER] = 0.0
+        if t % 3 == 1:
+            a.right_hand[FLICKER] = 0.0
+        b.left_hand[:] = 0.0
+        b.right_hand = None
+        frames.append(PoseFrame(w, h, [a, b]))
+    return frames
+
+
+def aux_clip_json(writer: str, background: bool = True) -> list[dict]:
+    """``aux_clip_frames`` as comfyui_controlnet_aux's ``openpose`` node writes them (with a 71st face point:
+    facenet's background map peaking inside the face box; ``background`` False leaves it out) or its ``dwpose``
+    node, as plain JSON."""
+    import json
+
+    frames = aux_clip_frames()
+    if writer == "openpose":
+        data = [aux_openpose_json(f, face_background=(f.people[0].face[0, 0] - 6, f.people[0].face[19, 1] - 9)
+                                  if background else None) for f in frames]
+    else:
+        data = [aux_dwpose_json(f) for f in frames]
+    return json.loads(json.dumps(data))
+
+
+def lit_iou(a: np.ndarray, b: np.ndarray) -> float:
+    """IoU of the drawn (non-black) pixels of two (H, W, 3) maps; 1.0 when both are black."""
+    la, lb = a.any(axis=-1), b.any(axis=-1)
+    union = int((la | lb).sum())
+    return 1.0 if union == 0 else int((la & lb).sum()) / union
+
+
 def frontend_photo(name: str) -> np.ndarray:
     """A photo shipped in the ComfyUI frontend package (comfyui_frontend_package/static/assets/<name>)."""
     import glob
