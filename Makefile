@@ -1,5 +1,6 @@
 # MagicPose for ComfyUI: one-command environment, tests, server, demo and benchmark.
-#   make test    build .venv + ComfyUI 0.30.0 when missing or stale, then run the whole test suite (CPU)
+#   make test    build .venv + ComfyUI 0.30.0 (+ the plain-install venv) when missing or stale, then run the whole
+#                test suite (CPU)
 #   make serve   ComfyUI on http://127.0.0.1:8188 with this pack loaded (state under .cache/serve)
 #   make demo    the main job end to end (see README)
 #   make bench   performance benchmark (prints a table, writes .cache/bench/*.json)
@@ -10,10 +11,11 @@ PYTEST_ARGS ?=
 .PHONY: env test serve demo bench clean
 
 env:
-	@scripts/env.sh >/dev/null
+	@COMFYUI_PATH="$$(scripts/env.sh)" && COMFYUI_PATH="$$COMFYUI_PATH" scripts/env_plain.sh >/dev/null
 
+# The environment (both venvs) is built first, so the test run's own time is what the README states.
 test:
-	@COMFYUI_PATH="$$(scripts/env.sh)" && export COMFYUI_PATH && \
+	@COMFYUI_PATH="$$(scripts/env.sh)" && export COMFYUI_PATH && scripts/env_plain.sh >/dev/null && \
 	  $(PY) -m pytest $(PYTEST_ARGS)
 
 serve:

@@ -7,7 +7,7 @@
 - ``Page``: one tab. A synchronous API (``evaluate``, ``screenshot``, ...) over an asyncio loop that runs in a
   helper thread, so plain pytest tests can use it. Console messages and uncaught exceptions are recorded.
 
-Flags: ``comfyui-integration.md`` §12 and ``.library/env/machines/python.md`` (without the background-networking
+Flags: ``docs/comfyui-integration.md`` §8 (without the background-networking
 flags Chromium keeps trying hosts this machine cannot reach).
 """
 from __future__ import annotations
@@ -27,6 +27,8 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from support.server import die_with_parent
 
 CHROMIUM_FLAGS = [
     "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
@@ -110,7 +112,7 @@ class Chromium:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         log = open(self.log_path, "wb")
         self.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                     start_new_session=True)
+                                     start_new_session=True, preexec_fn=die_with_parent)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:

@@ -25,6 +25,14 @@ ROOT = Path(__file__).resolve().parents[2]
 PACK_DIR_NAME = "magicpose"
 
 
+def die_with_parent() -> None:
+    """In the server's child process: SIGTERM when the test process that started it dies (even by SIGKILL or a
+    timeout), so an aborted run never leaves servers holding gigabytes of memory (Linux prctl PR_SET_PDEATHSIG)."""
+    import ctypes
+
+    ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)   # 1 = PR_SET_PDEATHSIG
+
+
 def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind(("127.0.0.1", 0))
@@ -95,7 +103,7 @@ class ComfyServer:
         log = open(self.log_path, "wb")
         env = dict(os.environ, PYTHONUNBUFFERED="1", **self.extra_env)
         self.proc = subprocess.Popen(cmd, cwd=self.comfy_path, stdout=log, stderr=subprocess.STDOUT, env=env,
-                                     start_new_session=True)
+                                     start_new_session=True, preexec_fn=die_with_parent)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
