@@ -3,6 +3,6 @@
 if __name__ == "__main__":
     import sys
 
-    from .weights.checkpoint import main
+    from .weights.cli import main
 
     sys.exit(main())

@@ -7,7 +7,8 @@ import os
 import comfy.utils
 import folder_paths
 
-from ..magicpose_core.weights import checkpoint, hub
+from ..magicpose_core.weights import hub
+from ..magicpose_core.weights.parts import load_parts
 from ._api import io
 from .models import DTYPE_NAMES, DTYPES, FOLDER, build_magicpose_model, resolve_dtype, writable_cache_dir
 from .types import MagicPoseModelType
@@ -90,7 +91,7 @@ class LoadModel(io.ComfyNode):
     def execute(cls, ckpt_name: str, weight_dtype: str = "default", download: bool = False) -> io.NodeOutput:
         path = _resolve(ckpt_name, download)
         folder = os.path.dirname(path)
-        parts = checkpoint.load_parts(path, dtype=_conversion_dtype(weight_dtype), progress=_progress_bar(),
+        parts = load_parts(path, dtype=_conversion_dtype(weight_dtype), progress=_progress_bar(),
                                       cache_dir=None if os.access(folder, os.W_OK) else writable_cache_dir())
         return io.NodeOutput(build_magicpose_model(parts, weight_dtype, name=os.path.basename(path)))
 

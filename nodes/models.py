@@ -15,7 +15,7 @@ import comfy.sd
 import folder_paths
 import torch
 
-from ..magicpose_core.weights import checkpoint
+from ..magicpose_core.weights.parts import MagicPoseParts
 
 log = logging.getLogger("MagicPose")
 
@@ -75,7 +75,7 @@ def resolve_dtype(weight_dtype: str | torch.dtype, device: torch.device | None =
                                              supported_dtypes=[torch.float16, torch.bfloat16, torch.float32])
 
 
-def build_magicpose_model(parts: "checkpoint.MagicPoseParts", weight_dtype: str | torch.dtype = "default",
+def build_magicpose_model(parts: MagicPoseParts, weight_dtype: str | torch.dtype = "default",
                           name: str = "magicpose") -> MagicPoseModel:
     """ComfyUI objects from the split checkpoint parts (ldm UNet keys; `control_model.` ControlNet keys), with the
     weights in `resolve_dtype(weight_dtype)`."""

@@ -1,7 +1,10 @@
 """Streaming video encoder on PyAV: frames -> mp4 (h264), webm (vp9), gif, animated webp or lossless mkv (FFV1),
 with optional audio; and the reading side: a frame selection of a driving video, its sound, merging parts.
 
-MagicPose generates one image per driving frame (magicpose-method.md §8: the official script writes
+Over 400 lines: reading, writing and merging share one set of PyAV stream conventions (time bases, pts,
+audio resampling and trimming); merging lossless parts must use exactly the encoder's settings.
+
+MagicPose generates one image per driving frame (docs/method.md §9: the official script writes
 per-frame JPGs and leaves its ``gif`` folder empty), so the pack turns the frames into a playable file
 itself, with the driving video's frame rate and sound.
 

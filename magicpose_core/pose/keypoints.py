@@ -1,5 +1,8 @@
 """The keypoint model of a pose map, and the POSE_KEYPOINT interchange format.
 
+Over 400 lines: the interchange reader and writer are the only users of the model's part layout and
+validation helpers; they stay beside them so the two conventions cannot drift apart.
+
 A ``Person`` holds the OpenPose layout that MagicPose's pose ControlNet was trained on (ControlNet 1.1
 "openpose_full", docs/pose.md §1): an 18-point body (COCO order with the neck, docs/pose.md §1.2), a 70-point face
 (68 iBUG/300-W landmarks + right and left pupil, docs/pose.md §1.5) and two 21-point hands (§1.4). Every point is

@@ -1,7 +1,7 @@
-"""``python -m magicpose_core.weights {convert,download,inspect}``: the weights command line."""
+"""``python -m magicpose_core.weights {convert,download,inspect}``: the weights command line (cli.py)."""
 import sys
 
-from .checkpoint import main
+from .cli import main
 
 if __name__ == "__main__":
     sys.exit(main())

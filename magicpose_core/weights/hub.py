@@ -2,11 +2,11 @@
 "where do I put the file" message.
 
 The final model is `model_state-110000.th` (9.15 GB, fp32, a pickle of plain tensors) in the HF repository
-`Boese0601/MagicDance` (magicpose-method.md §11.1; MagicPose, ICML 2024, arXiv 2311.12052). Nothing here
+`Boese0601/MagicDance` (docs/method.md §11.1; MagicPose, ICML 2024, arXiv 2311.12052). Nothing here
 runs at import time and huggingface_hub is imported only inside `download_official`, which is called only
 when the user asks (the CLI `download` command, or a loader option that is off by default).
 `HF_HUB_OFFLINE` is honoured with a clear error. The weights' licence tag is "cc" with no variant:
-treat them as research-only and do not redistribute them (magicpose-method.md §15).
+treat them as research-only and do not redistribute them (docs/method.md §2).
 """
 from __future__ import annotations
 
@@ -24,7 +24,7 @@ FILENAME = "model_state-110000.th"
 # .sft/.onnx/.gguf values as model files (missing-models scan) and offers a download only for .safetensors/.sft/
 # .ckpt/.pth/.pt names, so the shipped workflows name it .pth; the loader reads .th and .pth alike.
 LOCAL_FILENAME = "model_state-110000.pth"
-APPROX_BYTES = 9_150_000_000  # magicpose-method.md §11.1 (2288.1 M fp32 parameters)
+APPROX_BYTES = 9_150_000_000  # docs/method.md §11.1 (2288.1 M fp32 parameters)
 URL = f"https://huggingface.co/{REPO_ID}/blob/main/{FILENAME}"
 DOWNLOAD_URL = f"https://huggingface.co/{REPO_ID}/resolve/main/{FILENAME}"  # workflow model metadata
 FOLDER_NAME = "magicpose"     # ComfyUI models/<FOLDER_NAME>/ (registered by the glue through folder_paths)

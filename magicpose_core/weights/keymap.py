@@ -1,10 +1,10 @@
-"""ldm <-> diffusers key names for the SD1.5 UNet, the Appearance Control Model and the ControlNet.
+"""diffusers -> ldm key names for the SD1.5 UNet, the Appearance Control Model and the ControlNet.
 
 MagicPose (ICML 2024, arXiv 2311.12052) stores all three networks in ldm naming
 (Boese0601/MagicDance@a515a1f, `model_state-110000.th`); diffusers ports use UNet2DConditionModel /
 ControlNetModel naming.
 
-The rules are the standard checkpoint-conversion correspondences tabulated in magicpose-method.md §12,
+The rules are the standard checkpoint-conversion correspondences tabulated in docs/method.md §11.4,
 written here as small regex rules (not derived from diffusers' conversion script):
 
 | ldm                                              | diffusers                                   |
@@ -27,7 +27,9 @@ written here as small regex rules (not derived from diffusers' conversion script
 L is the number of res blocks per level (2 for SD1.5). SpatialTransformer internals (norm, proj_in,
 transformer_blocks.*, proj_out; SD1.5 proj_in/proj_out are 1x1 convs) keep their names, so the tensors are
 only renamed, never reshaped. The ACM is the UNet without `out.*` (so without conv_norm_out/conv_out).
-Both directions are pure string functions; the round trip is exact.
+The loader needs one direction, diffusers -> ldm (diffusers-layout weights get the official names); the tables are
+written ldm -> diffusers, as above, and inverted. The ldm -> diffusers function, which only the tests use (to write
+diffusers-layout files; the round trip is exact), lives with them in tests/support/factories.py.
 """
 from __future__ import annotations
 
@@ -52,7 +54,6 @@ _MID = {"0": "resnets.0", "1": "attentions.0", "2": "resnets.1"}
 _MID_LDM = {v: k for k, v in _MID.items()}
 
 _PARAM = r"(?P<param>weight|bias)"
-_TAIL = r"(?:\.(?P<rest>.+))?"
 
 
 class KeyMapError(KeyError):
@@ -77,53 +78,6 @@ def _split_simple(key: str, table: Mapping[str, str]) -> str | None:
         if key.startswith(a + "."):
             return b + key[len(a):]
     return None
-
-
-_LDM_INPUT = re.compile(r"input_blocks\.(?P<n>\d+)\.(?P<sub>\d+)\.(?P<rest>.+)")
-_LDM_MIDDLE = re.compile(r"middle_block\.(?P<sub>\d+)\.(?P<rest>.+)")
-_LDM_OUTPUT = re.compile(r"output_blocks\.(?P<n>\d+)\.(?P<sub>\d+)\.(?P<rest>.+)")
-_LDM_HINT = re.compile(r"input_hint_block\.(?P<n>\d+)\." + _PARAM)
-_LDM_ZERO = re.compile(r"zero_convs\.(?P<n>\d+)\.0\." + _PARAM)
-
-
-def ldm_to_diffusers_key(key: str, layers_per_block: int = LAYERS_PER_BLOCK) -> str:
-    """One ldm UNet / ControlNet key (no checkpoint prefix) -> its diffusers name."""
-    per = layers_per_block + 1
-    simple = _split_simple(key, _SIMPLE_TO_DIFFUSERS)
-    if simple is not None:
-        return simple
-    if m := _LDM_INPUT.fullmatch(key):
-        n, sub, rest = int(m["n"]), m["sub"], m["rest"]
-        i, j = divmod(n - 1, per)
-        if j == layers_per_block:
-            if sub == "0" and rest.startswith("op."):
-                return f"down_blocks.{i}.downsamplers.0.conv.{rest[3:]}"
-        elif sub == "0":
-            return f"down_blocks.{i}.resnets.{j}.{_res(rest, _RES_TO_DIFFUSERS, key)}"
-        elif sub == "1":
-            return f"down_blocks.{i}.attentions.{j}.{rest}"
-    elif m := _LDM_MIDDLE.fullmatch(key):
-        if m["sub"] in _MID:
-            rest = m["rest"]
-            if m["sub"] != "1":
-                rest = _res(rest, _RES_TO_DIFFUSERS, key)
-            return f"mid_block.{_MID[m['sub']]}.{rest}"
-    elif m := _LDM_OUTPUT.fullmatch(key):
-        i, j = divmod(int(m["n"]), per)
-        sub, rest = m["sub"], m["rest"]
-        if sub == "0":
-            return f"up_blocks.{i}.resnets.{j}.{_res(rest, _RES_TO_DIFFUSERS, key)}"
-        if rest.startswith("conv.") and j == layers_per_block:  # Upsample: output_blocks.n.{1|2}.conv
-            return f"up_blocks.{i}.upsamplers.0.conv.{rest[5:]}"
-        if sub == "1":
-            return f"up_blocks.{i}.attentions.{j}.{rest}"
-    elif m := _LDM_HINT.fullmatch(key):
-        n = int(m["n"])
-        if n % 2 == 0 and 0 < n < 2 * (NUM_HINT_CONVS - 1):
-            return f"controlnet_cond_embedding.blocks.{n // 2 - 1}.{m['param']}"
-    elif m := _LDM_ZERO.fullmatch(key):
-        return f"controlnet_down_blocks.{m['n']}.{m['param']}"
-    raise KeyMapError(f"{key!r} is not an SD1.5 UNet/ControlNet key in ldm naming")
 
 
 _DIF_DOWN = re.compile(r"down_blocks\.(?P<i>\d+)\.(?P<kind>resnets|attentions|downsamplers)\.(?P<j>\d+)\.(?P<rest>.+)")
@@ -187,11 +141,6 @@ def _rename(sd: Mapping[str, V], fn) -> dict[str, V]:
     if bad:
         raise KeyMapError(f"{len(bad)} keys are not SD1.5 UNet/ControlNet keys: {', '.join(bad[:5])}")
     return out
-
-
-def ldm_to_diffusers(sd: Mapping[str, V], layers_per_block: int = LAYERS_PER_BLOCK) -> dict[str, V]:
-    """Rename a whole ldm UNet / ACM / ControlNet state dict (keys without prefix) to diffusers naming."""
-    return _rename(sd, lambda k: ldm_to_diffusers_key(k, layers_per_block))
 
 
 def diffusers_to_ldm(sd: Mapping[str, V], layers_per_block: int = LAYERS_PER_BLOCK) -> dict[str, V]:

@@ -3,7 +3,7 @@
 `model_state-110000.th` (HF `Boese0601/MagicDance`) is `ControlLDMReferenceOnlyPose.state_dict()` of
 MagicPose (ICML 2024, arXiv 2311.12052; official code Boese0601/MagicDance@a515a1f,
 model_lib/ControlNet/cldm/cldm.py and ldm/models/diffusion/ddpm.py). Its key groups
-(magicpose-method.md §11.2):
+(docs/method.md §11.2):
 
 | prefix                                      | tensors (real SD1.5 widths) |
 |---------------------------------------------|-----------------------------|
@@ -28,7 +28,7 @@ from typing import Mapping, Sequence
 Shape = tuple[int, ...]
 Layout = dict[str, Shape]
 
-# Top-level prefixes of the official file (magicpose-method.md §11.2).
+# Top-level prefixes of the official file (docs/method.md §11.2).
 MAIN_PREFIX = "model.diffusion_model."
 ACM_PREFIX = "appearance_control_model."
 POSE_PREFIX = "pose_control_model."
@@ -46,7 +46,7 @@ DDPM_BUFFERS = (
 )
 NUM_TIMESTEPS = 1000
 
-# ControlNet 1.1 hint embedding: 8 convs 3->16->16->32->32->96->96->256->model_channels (cldm.py, §5.1),
+# ControlNet 1.1 hint embedding: 8 convs 3->16->16->32->32->96->96->256->model_channels (cldm.py, docs/method.md §5.1),
 # at the even indices of `input_hint_block` (SiLU between them).
 HINT_WIDTHS = (16, 16, 32, 32, 96, 96, 256)
 
@@ -83,9 +83,6 @@ class UNetConfig:
 
 
 SD15_UNET = UNetConfig()
-# Test layout (comfyui-integration.md §11.2): the real 12 in / 12 out blocks and the 16 attn1 sites at their
-# real block ids, every level 320 wide.
-TINY_UNET = UNetConfig(channel_mult=(1, 1, 1, 1))
 
 
 # --------------------------------------------------------------------------------------------------

@@ -22,12 +22,17 @@ from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 from support import factories
 
-from magicpose_core.weights import checkpoint as C
-from magicpose_core.weights import hub, keymap
+from magicpose_core.weights import convert as convert_module
+from magicpose_core.weights import hub
 from magicpose_core.weights import layout as L
+from magicpose_core.weights.convert import CONVERTER_VERSION, DTYPES, convert, split_official, write_safetensors
+from magicpose_core.weights.errors import CheckpointError
+from magicpose_core.weights.parts import load_parts
+from magicpose_core.weights.safe_load import read_state_dict
+from magicpose_core.weights.validate import load_official, validate_official
 
 ROOT = Path(__file__).resolve().parents[2]
-TINY = L.TINY_UNET
+TINY = factories.TINY_UNET
 
 
 def meta_state_dict(layout: dict) -> dict[str, torch.Tensor]:
@@ -50,18 +55,18 @@ def official_path() -> Path:
 
 @pytest.fixture(scope="module")
 def official_sd(official_path) -> dict[str, torch.Tensor]:
-    return C.load_official(official_path)
+    return load_official(official_path)
 
 
 @pytest.fixture(scope="module")
 def converted(official_path, tmp_path_factory) -> dict[str, Path]:
     out = tmp_path_factory.mktemp("converted")
-    yield C.convert(official_path, out, dtype="fp16", with_sd15=True)
+    yield convert(official_path, out, dtype="fp16", with_sd15=True)
     shutil.rmtree(out, ignore_errors=True)
 
 
 # --------------------------------------------------------------------------------------------------
-# layout (magicpose-method.md §11.2)
+# layout (docs/method.md §11.2)
 
 
 def test_real_layout_counts_and_parameters():
@@ -94,7 +99,7 @@ def test_tiny_layout_keeps_the_real_block_layout():
     assert set(tiny) < set(real)
     assert {k.rsplit(".transformer_blocks", 1)[0] for k in tiny if ".attn1.to_q." in k} == \
         {k.rsplit(".transformer_blocks", 1)[0] for k in real if ".attn1.to_q." in k}
-    assert round(L.count_params(tiny) / 1e6, 1) == 111.5          # comfyui-integration.md §11.2
+    assert round(L.count_params(tiny) / 1e6, 1) == 111.5          # docs/comfyui-integration.md §7.2
     assert round(L.count_params(L.controlnet_layout(TINY)) / 1e6, 1) == 47.6
 
 
@@ -109,8 +114,8 @@ def test_widths_are_read_back(cfg, dec):
 
 def test_real_layout_validates_and_splits_682_340():
     sd = meta_state_dict(L.official_layout())
-    assert C.validate_official(sd) == L.SD15_UNET
-    parts = C.split_official(sd)
+    assert validate_official(sd) == L.SD15_UNET
+    parts = split_official(sd)
     assert len(parts.appearance) == 682
     assert len(parts.pose_controlnet) == 340
     assert len(parts.sd15) == 686 + 248 + 196
@@ -133,7 +138,7 @@ def test_factory_file_has_the_official_layout(official_path, official_sd):
     pos = official_sd[L.CLIP_PREFIX + L.POSITION_IDS]
     assert pos.dtype == torch.int64 and torch.equal(pos, torch.arange(77)[None])
     assert all(v.dtype == torch.float32 for k, v in official_sd.items() if not L.is_integer_key(k))
-    # DDPM buffers: the SD1.5 linear schedule (magicpose-method.md §8: alphas_cumprod[0] = 0.99915)
+    # DDPM buffers: the SD1.5 linear schedule (docs/method.md §8.2: alphas_cumprod[0] = 0.99915)
     assert official_sd["betas"][0].item() == pytest.approx(0.00085, rel=1e-6)
     assert official_sd["betas"][-1].item() == pytest.approx(0.012, rel=1e-6)
     assert official_sd["alphas_cumprod"][0].item() == pytest.approx(0.99915, rel=1e-6)
@@ -163,7 +168,7 @@ def test_sd15_factory_is_the_fp16_cast_of_the_bundled_sd15(official_sd):
 
 
 def test_split_round_trip_on_factory_file(official_sd):
-    parts = C.split_official(official_sd)
+    parts = split_official(official_sd)
     assert len(parts.appearance) == len(L.appearance_layout(TINY, with_hint_block=False)) == 682 - 4
     assert len(parts.pose_controlnet) == len(L.controlnet_layout(TINY)) == 340 - 4
     for k, v in parts.appearance.items():
@@ -182,12 +187,12 @@ def test_split_round_trip_on_factory_file(official_sd):
 @pytest.mark.parametrize("dtype", ["fp16", "bf16", "fp32"])
 def test_convert_each_dtype_and_reload(official_path, official_sd, dtype, tmp_path):
     seen: list[tuple[int, int]] = []
-    paths = C.convert(official_path, tmp_path, dtype=dtype, progress=lambda d, t: seen.append((d, t)))
+    paths = convert(official_path, tmp_path, dtype=dtype, progress=lambda d, t: seen.append((d, t)))
     stem = official_path.stem
     assert paths == {"appearance": tmp_path / f"{stem}.appearance.{dtype}.safetensors",
                      "pose_controlnet": tmp_path / f"{stem}.pose_controlnet.{dtype}.safetensors"}
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(p.name for p in paths.values())  # no temp files left
-    tdt = C.DTYPES[dtype]
+    tdt = DTYPES[dtype]
     stat = official_path.stat()
     sha = hashlib.sha256(official_path.read_bytes()).hexdigest()
     for part, prefix in (("appearance", L.ACM_PREFIX), ("pose_controlnet", L.POSE_PREFIX)):
@@ -195,7 +200,7 @@ def test_convert_each_dtype_and_reload(official_path, official_sd, dtype, tmp_pa
             meta = f.metadata()
         assert meta == {"format": "magicpose", "part": part, "source_name": official_path.name,
                         "source_sha256": sha, "source_size": str(stat.st_size),
-                        "source_mtime_ns": str(stat.st_mtime_ns), "converter_version": C.CONVERTER_VERSION,
+                        "source_mtime_ns": str(stat.st_mtime_ns), "converter_version": CONVERTER_VERSION,
                         "dtype": dtype, "tensors": meta["tensors"]}
         sd = load_file(paths[part])
         assert int(meta["tensors"]) == len(sd)
@@ -227,7 +232,7 @@ def test_streaming_writer_matches_safetensors(tmp_path):
     tensors = {"a": torch.randn(3, 5, generator=g), "b.int": torch.arange(7, dtype=torch.int64).reshape(1, 7),
                "c": torch.randn(4, generator=g).to(torch.bfloat16), "scalar": torch.tensor(2.5),
                "empty": torch.zeros(0, 3), "t": torch.randn(6, 4, generator=g).t()}  # non-contiguous
-    n = C.write_safetensors(tmp_path / "x.safetensors", tensors, {"k": "v"}, dtype=torch.float16)
+    n = write_safetensors(tmp_path / "x.safetensors", tensors, {"k": "v"}, dtype=torch.float16)
     assert n == (tmp_path / "x.safetensors").stat().st_size
     got = load_file(tmp_path / "x.safetensors")
     assert got.keys() == tensors.keys()
@@ -236,7 +241,7 @@ def test_streaming_writer_matches_safetensors(tmp_path):
         assert got[k].dtype == want.dtype and torch.equal(got[k], want), k
     with safe_open(str(tmp_path / "x.safetensors"), "pt") as f:
         assert f.metadata() == {"k": "v"}
-    C.write_safetensors(tmp_path / "y.safetensors", tensors, {}, dtype=None)
+    write_safetensors(tmp_path / "y.safetensors", tensors, {}, dtype=None)
     assert all(torch.equal(load_file(tmp_path / "y.safetensors")[k], v) for k, v in tensors.items())
 
 
@@ -259,7 +264,7 @@ def _converting(caplog) -> int:
 
 def test_convert_on_first_use_then_cached_then_invalidated(official_copy, official_sd, caplog):
     caplog.set_level(logging.INFO, logger="MagicPose")
-    parts = C.load_parts(official_copy, dtype="fp16")
+    parts = load_parts(official_copy, dtype="fp16")
     assert _converting(caplog) == 1
     app_file = official_copy.with_name("model_state-110000.appearance.fp16.safetensors")
     pose_file = official_copy.with_name("model_state-110000.pose_controlnet.fp16.safetensors")
@@ -270,19 +275,19 @@ def test_convert_on_first_use_then_cached_then_invalidated(official_copy, offici
     assert torch.equal(parts.appearance[k], official_sd[L.ACM_PREFIX + k].half())
     first_mtime = app_file.stat().st_mtime_ns
 
-    again = C.load_parts(official_copy, dtype="fp16")            # reused: no conversion, files untouched
+    again = load_parts(official_copy, dtype="fp16")            # reused: no conversion, files untouched
     assert _converting(caplog) == 1
     assert app_file.stat().st_mtime_ns == first_mtime
     assert all(torch.equal(again.appearance[k], v) for k, v in parts.appearance.items())
 
     st = official_copy.stat()
     os.utime(official_copy, ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))   # touching the source invalidates
-    C.load_parts(official_copy, dtype="fp16")
+    load_parts(official_copy, dtype="fp16")
     assert _converting(caplog) == 2
     with safe_open(str(app_file), "pt") as f:
         assert f.metadata()["source_mtime_ns"] == str(st.st_mtime_ns + 10**9)
 
-    C.load_parts(official_copy, dtype="bf16")                     # another dtype is another cache entry
+    load_parts(official_copy, dtype="bf16")                     # another dtype is another cache entry
     assert _converting(caplog) == 3
     assert official_copy.with_name("model_state-110000.appearance.bf16.safetensors").is_file()
 
@@ -290,15 +295,16 @@ def test_convert_on_first_use_then_cached_then_invalidated(official_copy, offici
 def test_read_only_folder_uses_cache_dir(official_copy, tmp_path, monkeypatch, caplog):
     caplog.set_level(logging.INFO, logger="MagicPose")
     cache = tmp_path / "cache"
-    real_writable = C._writable
-    monkeypatch.setattr(C, "_writable", lambda d: Path(d) != official_copy.parent and real_writable(Path(d)))
-    with pytest.raises(C.CheckpointError, match="not writable"):
-        C.load_parts(official_copy)
-    parts = C.load_parts(official_copy, cache_dir=cache)
+    real_writable = convert_module._writable
+    monkeypatch.setattr(convert_module, "_writable",
+                        lambda d: Path(d) != official_copy.parent and real_writable(Path(d)))
+    with pytest.raises(CheckpointError, match="not writable"):
+        load_parts(official_copy)
+    parts = load_parts(official_copy, cache_dir=cache)
     assert (cache / "model_state-110000.appearance.fp16.safetensors").is_file()
     assert not official_copy.with_name("model_state-110000.appearance.fp16.safetensors").exists()
     assert len(parts.appearance) == 678
-    C.load_parts(official_copy, cache_dir=cache)
+    load_parts(official_copy, cache_dir=cache)
     assert _converting(caplog) == 1
 
 
@@ -306,7 +312,7 @@ def test_read_only_folder_uses_cache_dir(official_copy, tmp_path, monkeypatch, c
 def test_read_only_folder_really_read_only(official_copy, tmp_path):
     official_copy.parent.chmod(0o555)
     try:
-        parts = C.load_parts(official_copy, cache_dir=tmp_path / "cache")
+        parts = load_parts(official_copy, cache_dir=tmp_path / "cache")
         assert len(parts.pose_controlnet) == 336
     finally:
         official_copy.parent.chmod(0o755)
@@ -317,8 +323,8 @@ def test_read_only_folder_really_read_only(official_copy, tmp_path):
 
 
 def test_converted_part_finds_its_sibling(converted):
-    a = C.load_parts(converted["appearance"])
-    p = C.load_parts(converted["pose_controlnet"])
+    a = load_parts(converted["appearance"])
+    p = load_parts(converted["pose_controlnet"])
     ref_a, ref_p = load_file(converted["appearance"]), load_file(converted["pose_controlnet"])
     for parts in (a, p):
         assert parts.appearance.keys() == ref_a.keys() and parts.pose_controlnet.keys() == ref_p.keys()
@@ -331,22 +337,22 @@ def test_missing_sibling_is_named_and_search_dirs_find_it(converted, tmp_path):
     lone = tmp_path / "magicpose" / converted["appearance"].name
     lone.parent.mkdir()
     os.symlink(converted["appearance"], lone)
-    with pytest.raises(C.CheckpointError) as e:
-        C.load_parts(lone)
+    with pytest.raises(CheckpointError) as e:
+        load_parts(lone)
     assert converted["pose_controlnet"].name in str(e.value) and "not found" in str(e.value)
-    parts = C.load_parts(lone, search_dirs=[converted["pose_controlnet"].parent])
+    parts = load_parts(lone, search_dirs=[converted["pose_controlnet"].parent])
     assert len(parts.pose_controlnet) == 336
 
 
 def test_sd15_part_is_not_a_magicpose_model(converted):
-    with pytest.raises(C.CheckpointError, match="Load Checkpoint"):
-        C.load_parts(converted["sd15"])
+    with pytest.raises(CheckpointError, match="Load Checkpoint"):
+        load_parts(converted["sd15"])
 
 
 def _to_diffusers(converted) -> tuple[dict, dict]:
     app = load_file(converted["appearance"])
     pose = {k[len("control_model."):]: v for k, v in load_file(converted["pose_controlnet"]).items()}
-    return keymap.ldm_to_diffusers(app), keymap.ldm_to_diffusers(pose)
+    return factories.ldm_to_diffusers(app), factories.ldm_to_diffusers(pose)
 
 
 def test_diffusers_layout_parts_accepted(converted, tmp_path):
@@ -358,7 +364,7 @@ def test_diffusers_layout_parts_accepted(converted, tmp_path):
     app["conv_norm_out.bias"] = torch.zeros(320, dtype=torch.float16)
     save_file(app, tmp_path / "mp.appearance.safetensors")
     save_file(pose, tmp_path / "mp.pose_controlnet.safetensors")
-    parts = C.load_parts(tmp_path / "mp.appearance.safetensors")
+    parts = load_parts(tmp_path / "mp.appearance.safetensors")
     ref_a, ref_p = load_file(converted["appearance"]), load_file(converted["pose_controlnet"])
     assert parts.appearance.keys() == ref_a.keys() and parts.pose_controlnet.keys() == ref_p.keys()
     assert all(torch.equal(parts.appearance[k], v) for k, v in ref_a.items())
@@ -370,13 +376,13 @@ def test_diffusers_folder_accepted(converted, tmp_path):
     for sub, sd in (("appearance_control_model", app), ("pose_control_model", pose)):
         (tmp_path / sub).mkdir()
         save_file(sd, tmp_path / sub / "diffusion_pytorch_model.safetensors")
-    parts = C.load_parts(tmp_path)
+    parts = load_parts(tmp_path)
     assert parts.source == tmp_path and parts.metadata["layout"] == "diffusers"
     ref = load_file(converted["pose_controlnet"])
     assert all(torch.equal(parts.pose_controlnet[k], v) for k, v in ref.items())
     (tmp_path / "pose_control_model" / "diffusion_pytorch_model.safetensors").unlink()
-    with pytest.raises(C.CheckpointError, match="pose subfolder"):
-        C.load_parts(tmp_path)
+    with pytest.raises(CheckpointError, match="pose subfolder"):
+        load_parts(tmp_path)
 
 
 def test_mismatched_pair_rejected(converted, tmp_path):
@@ -385,8 +391,8 @@ def test_mismatched_pair_rejected(converted, tmp_path):
     small = L.UNetConfig(model_channels=64, channel_mult=(1, 1, 1, 1))
     save_file({"control_model." + k: torch.zeros(s) for k, s in L.controlnet_layout(small).items()},
               tmp_path / "x.pose_controlnet.safetensors")
-    with pytest.raises(C.CheckpointError, match="do not belong together"):
-        C.load_parts(tmp_path / "x.appearance.safetensors")
+    with pytest.raises(CheckpointError, match="do not belong together"):
+        load_parts(tmp_path / "x.appearance.safetensors")
 
 
 # --------------------------------------------------------------------------------------------------
@@ -397,8 +403,8 @@ def test_mismatched_pair_rejected(converted, tmp_path):
 def test_malicious_pickle_refused_without_running_it(tmp_path, torch_format):
     sentinel = tmp_path / "pwned"
     path = factories.malicious_pickle(tmp_path / "model_state-110000.th", sentinel, torch_format=torch_format)
-    for call in (C.load_official, C.load_parts, C.read_state_dict):
-        with pytest.raises(C.CheckpointError) as e:
+    for call in (load_official, load_parts, read_state_dict):
+        with pytest.raises(CheckpointError) as e:
             call(path)
         msg = str(e.value)
         assert "refused" in msg and "code execution" in msg and "plain tensors" in msg
@@ -410,10 +416,10 @@ def test_truncated_checkpoint(official_path, tmp_path):
     path = tmp_path / "model_state-110000.th"
     with open(official_path, "rb") as f:
         path.write_bytes(f.read(10 << 20))
-    with pytest.raises(C.CheckpointError, match="truncated"):
-        C.load_official(path)
-    with pytest.raises(C.CheckpointError, match="truncated"):
-        C.load_parts(path)
+    with pytest.raises(CheckpointError, match="truncated"):
+        load_official(path)
+    with pytest.raises(CheckpointError, match="truncated"):
+        load_parts(path)
 
 
 def test_truncated_safetensors_part(converted, tmp_path):
@@ -421,8 +427,8 @@ def test_truncated_safetensors_part(converted, tmp_path):
         src = converted[part]
         with open(src, "rb") as f:
             (tmp_path / src.name).write_bytes(f.read(src.stat().st_size // 2))
-    with pytest.raises(C.CheckpointError, match="truncated or corrupted"):
-        C.load_parts(tmp_path / converted["appearance"].name)
+    with pytest.raises(CheckpointError, match="truncated or corrupted"):
+        load_parts(tmp_path / converted["appearance"].name)
 
 
 @pytest.mark.parametrize("content,match", [
@@ -433,20 +439,20 @@ def test_truncated_safetensors_part(converted, tmp_path):
 def test_non_checkpoint_files(tmp_path, content, match):
     path = tmp_path / "model_state-110000.th"
     path.write_bytes(content)
-    with pytest.raises(C.CheckpointError, match=match):
-        C.load_official(path)
+    with pytest.raises(CheckpointError, match=match):
+        load_official(path)
 
 
 def test_missing_file_says_where_to_put_it(tmp_path):
-    with pytest.raises(C.CheckpointError) as e:
-        C.load_parts(tmp_path / "model_state-110000.th")
+    with pytest.raises(CheckpointError) as e:
+        load_parts(tmp_path / "model_state-110000.th")
     assert "model_state-110000.th" in str(e.value) and str(tmp_path) in str(e.value) and "download" in str(e.value)
 
 
 def test_plain_sd15_checkpoint_is_named_as_such():
     path = factories.sd15_checkpoint()
-    with pytest.raises(C.CheckpointError) as e:
-        C.load_official(path)
+    with pytest.raises(CheckpointError) as e:
+        load_official(path)
     msg = str(e.value)
     assert path.name in msg and "plain SD1.5 checkpoint" in msg
     assert "missing" in msg and "appearance_control_model.*" in msg and "pose_control_model.*" in msg
@@ -459,13 +465,13 @@ def test_controlnet_only_file(tmp_path):
     sd = {"control_model." + k: torch.zeros(s) for k, s in L.controlnet_layout(small).items()}
     path = tmp_path / "control_v11p_sd15_openpose.pth"
     torch.save(sd, path)
-    with pytest.raises(C.CheckpointError) as e:
-        C.load_official(path)
+    with pytest.raises(CheckpointError) as e:
+        load_official(path)
     msg = str(e.value)
     assert "a ControlNet (ldm layout" in msg and "missing" in msg and "unexpected" in msg
     assert "control_model.time_embed.0.weight" in msg
-    with pytest.raises(C.CheckpointError, match="a ControlNet"):
-        C.load_parts(path)
+    with pytest.raises(CheckpointError, match="a ControlNet"):
+        load_parts(path)
 
 
 def test_wrong_shape_missing_and_unexpected_keys_are_listed():
@@ -473,8 +479,8 @@ def test_wrong_shape_missing_and_unexpected_keys_are_listed():
     sd[L.POSE_PREFIX + "input_hint_block.0.weight"] = torch.empty(16, 4, 3, 3, device="meta")
     del sd[L.ACM_PREFIX + "time_embed.0.bias"]
     sd["model_ema.decay"] = torch.empty((), device="meta")
-    with pytest.raises(C.CheckpointError) as e:
-        C.validate_official(sd, "x.th")
+    with pytest.raises(CheckpointError) as e:
+        validate_official(sd, "x.th")
     msg = str(e.value)
     assert ("wrong shape 1: pose_control_model.input_hint_block.0.weight expected (16, 3, 3, 3) "
             "found (16, 4, 3, 3)") in msg
@@ -485,15 +491,15 @@ def test_wrong_shape_missing_and_unexpected_keys_are_listed():
 def test_non_tensor_entries_rejected(tmp_path):
     path = tmp_path / "m.th"
     torch.save({"model.diffusion_model.x": torch.zeros(1), "epoch": 3}, path)
-    with pytest.raises(C.CheckpointError, match=r"not a plain state dict of tensors.*epoch \(int\)"):
-        C.load_official(path)
+    with pytest.raises(CheckpointError, match=r"not a plain state dict of tensors.*epoch \(int\)"):
+        load_official(path)
 
 
 def test_unnamed_safetensors_explains_the_naming(converted, tmp_path):
     path = tmp_path / "acm.safetensors"
     os.symlink(converted["appearance"], path)
-    with pytest.raises(C.CheckpointError, match="STEM.appearance.DTYPE.safetensors"):
-        C.load_parts(path)
+    with pytest.raises(CheckpointError, match="STEM.appearance.DTYPE.safetensors"):
+        load_parts(path)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -570,7 +576,7 @@ def test_documented_convert_command_runs_literally_in_the_pack_folder(official_p
         meta, ref_meta = _st_metadata(path), _st_metadata(converted[part])
         assert meta.pop("source_name") == hub.LOCAL_FILENAME and ref_meta.pop("source_name") == official_path.name
         assert meta == ref_meta, part
-    parts = C.load_parts(written["appearance"])                     # what MagicPose Load Model does with it
+    parts = load_parts(written["appearance"])                     # what MagicPose Load Model does with it
     assert parts.pose_controlnet.keys() == load_file(written["pose_controlnet"]).keys()
 
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
 # the errors that reach ComfyUI's error box (raised by code the nodes run), by (module, class)
-USER_FACING = [("weights.checkpoint", "CheckpointError"), ("weights.hub", "HubError"),
+USER_FACING = [("weights.errors", "CheckpointError"), ("weights.hub", "HubError"),
                ("pose.base", "MissingWeightsError"), ("weights.keymap", "KeyMapError")]
 
 # Loads magicpose_core as a sub-package of the pack named the way ComfyUI names it, then prints, per error, the

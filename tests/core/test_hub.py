@@ -52,7 +52,7 @@ def test_present_file_under_the_frontend_name_is_returned(tmp_path, monkeypatch)
 
 
 def test_importing_hub_does_not_import_huggingface_hub():
-    code = ("import sys; import magicpose_core.weights.hub, magicpose_core.weights.checkpoint; "
+    code = ("import sys; import magicpose_core.weights.hub, magicpose_core.weights.parts, magicpose_core.weights.cli; "
             "print('huggingface_hub' in sys.modules)")
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=300,
                        env={**os.environ, "PYTHONPATH": str(ROOT)})

@@ -1,12 +1,13 @@
-"""ldm <-> diffusers key maps: exact round trips, the magicpose-method.md §12 table, and diffusers' own
+"""ldm <-> diffusers key maps: exact round trips, the docs/method.md §11.4 table, and diffusers' own
 module names and shapes (UNet2DConditionModel / ControlNetModel built on the meta device)."""
 import pytest
 import torch
+from support import factories
 
 from magicpose_core.weights import keymap
 from magicpose_core.weights import layout as L
 
-CONFIGS = {"sd15": L.SD15_UNET, "tiny": L.TINY_UNET}
+CONFIGS = {"sd15": L.SD15_UNET, "tiny": factories.TINY_UNET}
 NETS = {
     "unet": lambda c: L.unet_layout(c),
     "acm": lambda c: L.appearance_layout(c, with_hint_block=False),
@@ -18,20 +19,20 @@ NETS = {
 @pytest.mark.parametrize("net", NETS.keys())
 def test_round_trip_is_exact(net, cfg):
     ldm = NETS[net](cfg)
-    dif = keymap.ldm_to_diffusers(ldm)
+    dif = factories.ldm_to_diffusers(ldm)
     assert len(dif) == len(ldm)                                   # no two keys collapse
     assert keymap.diffusers_to_ldm(dif) == ldm                    # same keys, same order, same shapes
-    assert keymap.ldm_to_diffusers(keymap.diffusers_to_ldm(dif)) == dif
+    assert factories.ldm_to_diffusers(keymap.diffusers_to_ldm(dif)) == dif
     assert keymap.is_diffusers_unet(dif) and not keymap.is_diffusers_unet(ldm)
 
 
 def test_acm_has_no_output_head_in_diffusers_naming():
-    dif = keymap.ldm_to_diffusers(L.appearance_layout(with_hint_block=False))
+    dif = factories.ldm_to_diffusers(L.appearance_layout(with_hint_block=False))
     assert not any(k.startswith(("conv_norm_out.", "conv_out.")) for k in dif)
     assert len(dif) == 682
 
 
-# Facts from magicpose-method.md §12 (and the diffusers column of the §3.3 site table).
+# Facts from docs/method.md §11.4 (and the diffusers column of the §3.3 site table).
 TABLE = {
     "time_embed.0.weight": "time_embedding.linear_1.weight",
     "time_embed.2.bias": "time_embedding.linear_2.bias",
@@ -67,7 +68,7 @@ TABLE = {
     "middle_block_out.0.weight": "controlnet_mid_block.weight",
 }
 
-# magicpose-method.md §3.3: ldm block of each bank site -> diffusers module.
+# docs/method.md §3.3: ldm block of each bank site -> diffusers module.
 SITES = {
     "input_blocks.1.1": "down_blocks.0.attentions.0", "input_blocks.2.1": "down_blocks.0.attentions.1",
     "input_blocks.4.1": "down_blocks.1.attentions.0", "input_blocks.5.1": "down_blocks.1.attentions.1",
@@ -83,7 +84,7 @@ SITES = {
 
 @pytest.mark.parametrize("ldm,dif", TABLE.items())
 def test_table_entries(ldm, dif):
-    assert keymap.ldm_to_diffusers_key(ldm) == dif
+    assert factories.ldm_to_diffusers_key(ldm) == dif
     assert keymap.diffusers_to_ldm_key(dif) == ldm
 
 
@@ -92,7 +93,7 @@ def test_the_16_attention_sites():
     ldm = L.unet_layout()
     for block, module in SITES.items():
         assert block + suffix in ldm
-        assert keymap.ldm_to_diffusers_key(block + suffix) == module + suffix
+        assert factories.ldm_to_diffusers_key(block + suffix) == module + suffix
 
 
 @pytest.mark.parametrize("key", ["label_emb.0.0.weight", "input_blocks.1.2.weight", "middle_block.3.foo.weight",
@@ -100,7 +101,7 @@ def test_the_16_attention_sites():
                                  "first_stage_model.encoder.conv_in.weight"])
 def test_unknown_ldm_keys_raise(key):
     with pytest.raises(keymap.KeyMapError, match="not an SD1.5"):
-        keymap.ldm_to_diffusers_key(key)
+        factories.ldm_to_diffusers_key(key)
 
 
 def test_unknown_diffusers_keys_are_listed():
@@ -123,5 +124,5 @@ def test_matches_diffusers_modules(cfg):
         unet = diffusers.UNet2DConditionModel(block_out_channels=widths, cross_attention_dim=768,
                                               attention_head_dim=8, sample_size=64)
         cnet = diffusers.ControlNetModel(block_out_channels=widths, cross_attention_dim=768, attention_head_dim=8)
-    assert keymap.ldm_to_diffusers(L.unet_layout(cfg)) == _meta_state(unet)        # dict ==: keys and shapes
-    assert keymap.ldm_to_diffusers(L.controlnet_layout(cfg)) == _meta_state(cnet)
+    assert factories.ldm_to_diffusers(L.unet_layout(cfg)) == _meta_state(unet)        # dict ==: keys and shapes
+    assert factories.ldm_to_diffusers(L.controlnet_layout(cfg)) == _meta_state(cnet)

@@ -99,7 +99,7 @@ def test_a_file_that_is_not_safetensors_gets_advice_without_machine_paths(server
     assert result.status == "error"
     event = next(e["data"] for e in result.events if e.get("type") == "execution_error")
     # ComfyUI reports type(e).__module__ + "." + qualname; the pack is imported under its folder path as module name
-    assert event["exception_type"] == "magicpose_core.weights.checkpoint.CheckpointError", event["exception_type"]
+    assert event["exception_type"] == "magicpose_core.weights.errors.CheckpointError", event["exception_type"]
     msg = event["exception_message"]
     assert "no valid header" not in msg and name in msg and "Re-download" in msg
     assert {"random": "damaged", "html": "web page", "lfs": "Git LFS"}[content.decode()] in msg

@@ -11,13 +11,14 @@ import torch
 from safetensors.torch import load_file
 from support import factories
 
-from magicpose_core.weights import checkpoint as C
 from magicpose_core.weights import keymap
 from magicpose_core.weights import layout as L
+from magicpose_core.weights.convert import convert, split_official
+from magicpose_core.weights.validate import load_official
 
 pytestmark = pytest.mark.comfy
 
-CONFIGS = {"sd15": L.SD15_UNET, "tiny": L.TINY_UNET}
+CONFIGS = {"sd15": L.SD15_UNET, "tiny": factories.TINY_UNET}
 
 
 def sd15_unet_config(cfg: L.UNetConfig) -> dict:
@@ -92,7 +93,7 @@ def test_keymap_agrees_with_comfyui_unet_to_diffusers(comfy):
         covered = {k: v for k, v in comfy_map.items() if v in ldm}
         assert len(covered) > 600
         for dif, ldm_key in covered.items():
-            assert keymap.ldm_to_diffusers_key(ldm_key) == dif, ldm_key
+            assert factories.ldm_to_diffusers_key(ldm_key) == dif, ldm_key
             assert keymap.diffusers_to_ldm_key(dif) == ldm_key, dif
 
 
@@ -101,7 +102,7 @@ def test_detection_says_sd15(comfy, official_sd):
     import comfy.supported_models
 
     for sd, prefix, mult in ((official_sd, L.MAIN_PREFIX, [1, 1, 1, 1]),
-                             (C.split_official(official_sd).appearance, "", [1, 1, 1, 1]),
+                             (split_official(official_sd).appearance, "", [1, 1, 1, 1]),
                              (meta_sd(L.official_layout()), L.MAIN_PREFIX, [1, 2, 4, 4])):
         config = comfy.model_detection.model_config_from_unet(sd, prefix)
         assert type(config) is comfy.supported_models.SD15
@@ -111,13 +112,13 @@ def test_detection_says_sd15(comfy, official_sd):
 
 @pytest.fixture(scope="module")
 def official_sd():
-    return C.load_official(factories.magicpose_checkpoint())
+    return load_official(factories.magicpose_checkpoint())
 
 
 def test_pose_part_builds_a_comfyui_sd15_controlnet(comfy, official_sd, caplog):
     import comfy.controlnet
 
-    pose = C.split_official(official_sd).pose_controlnet
+    pose = split_official(official_sd).pose_controlnet
     with caplog.at_level(logging.WARNING):
         cn = comfy.controlnet.load_controlnet_state_dict(dict(pose))
     assert isinstance(cn, comfy.controlnet.ControlNet)
@@ -153,7 +154,7 @@ def test_sd15_factory_loads_as_sd15_checkpoint(comfy, caplog):
 def test_converted_sd15_part_loads_as_sd15_checkpoint(comfy, tmp_path, caplog):
     import comfy.supported_models
 
-    paths = C.convert(factories.magicpose_checkpoint(), tmp_path, dtype="fp16", with_sd15=True)
+    paths = convert(factories.magicpose_checkpoint(), tmp_path, dtype="fp16", with_sd15=True)
     try:
         model, clip, vae = _load_checkpoint(paths["sd15"], caplog)
         assert type(model.model.model_config) is comfy.supported_models.SD15

@@ -1,21 +1,26 @@
 """An independent implementation of the official MagicPose forward and DDIM loop, for parity tests.
 
 Built from the same factory weights but not through ComfyUI: diffusers' UNet2DConditionModel (main UNet and
-ACM) and ControlNetModel, after the ldm -> diffusers key map of magicpose_core.weights.keymap, with MagicPose write and
-read attention processors (magicpose-method.md §3.2, §12):
+ACM) and ControlNetModel, after the ldm -> diffusers key map (support.factories, the reverse of
+magicpose_core.weights.keymap), with MagicPose write and read attention processors (docs/method.md §3.2, §11.4):
 - write (ACM): record the attn1 input (= post-norm1 hidden states) of every transformer block;
 - read (main UNet, conditional pass): K/V = cat([own, bank]) through the main UNet's to_k / to_v, one softmax,
-  no scaling; the unconditional pass is plain SD1.5 with no pose residuals (§7).
+  no scaling; the unconditional pass is plain SD1.5 with no pose residuals (docs/method.md §7).
 The DDIM loop follows the official sampler in DDPM space: x_T = noise, uniform timesteps, eta 0, CFG 7 on eps,
-last step to alphas_cumprod[0] (§8).
+last step to alphas_cumprod[0] (docs/method.md §8.2).
 """
 from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
+from support.factories import ldm_to_diffusers
 
-from magicpose_core.model.guidance import alphas_cumprod, ddim_uniform_timesteps, magicpose_cfg
-from magicpose_core.weights import keymap
+from magicpose_core.model.guidance import alphas_cumprod, ddim_uniform_timesteps
+
+
+def magicpose_cfg(eps_uncond: torch.Tensor, eps_cond: torch.Tensor, scale: float = 7.0) -> torch.Tensor:
+    """Image-CFG as the official sampler combines it: uncond is plain SD (no bank, no pose); official scale 7."""
+    return eps_uncond + scale * (eps_cond - eps_uncond)
 
 
 class MagicPoseProcessor:
@@ -49,7 +54,7 @@ def _unet_config(block_out: tuple[int, ...]) -> dict:
 
 
 def _attn1_names(model) -> list[str]:
-    """attn1 module names in forward order: down blocks, mid block, up blocks (magicpose-method.md §3.3)."""
+    """attn1 module names in forward order: down blocks, mid block, up blocks (docs/method.md §3.3)."""
     names = [n for n, _ in model.named_modules() if n.endswith("transformer_blocks.0.attn1")]
     order = {"down_blocks": 0, "mid_block": 1, "up_blocks": 2}
     return sorted(names, key=lambda s: (order[s.split(".")[0]], [int(p) for p in s.split(".") if p.isdigit()]))
@@ -74,15 +79,15 @@ class OfficialMagicPose:
                                   cross_attention_dim=768, attention_head_dim=8, norm_num_groups=32,
                                   block_out_channels=block_out, down_block_types=cfg["down_block_types"],
                                   conditioning_embedding_out_channels=(16, 32, 96, 256)).to(dtype).eval()
-        self._load(self.unet, keymap.ldm_to_diffusers(unet_ldm), set())
+        self._load(self.unet, ldm_to_diffusers(unet_ldm), set())
         del unet_ldm
         acm_ldm = acm_ldm() if callable(acm_ldm) else acm_ldm
-        self._load(self.acm, keymap.ldm_to_diffusers(acm_ldm), {"conv_norm_out", "conv_out"})
+        self._load(self.acm, ldm_to_diffusers(acm_ldm), {"conv_norm_out", "conv_out"})
         del acm_ldm
         controlnet_ldm = controlnet_ldm() if callable(controlnet_ldm) else controlnet_ldm
         cn = {k[len("control_model."):] if k.startswith("control_model.") else k: v for k, v in controlnet_ldm.items()}
         del controlnet_ldm
-        self._load(self.cn, keymap.ldm_to_diffusers(cn), set())
+        self._load(self.cn, ldm_to_diffusers(cn), set())
         del cn
         self.store: dict = {}
         for i, name in enumerate(_attn1_names(self.acm)):

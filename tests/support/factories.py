@@ -3,12 +3,15 @@
 - ``sd15_checkpoint()``: a tiny SD1.5-architecture checkpoint (fp16 safetensors) that ComfyUI's
   CheckpointLoaderSimple detects as SD15: UNet model_channels 320, channel_mult (1,1,1,1) (the real 12 in /
   12 out blocks, the 16 attn1 sites at their real block ids), context 768; full-size CLIP-L; VAE encoder
-  width 128, decoder width 32 (comfyui-integration.md §11.2).
+  width 128, decoder width 32 (docs/comfyui-integration.md §7.2).
 - ``magicpose_checkpoint(size)``: a ``.th`` in the exact layout of the official ``model_state-110000.th``
-  (magicpose-method.md §11.2), fp32, ``torch.save`` of a plain dict. Its ``model.diffusion_model.``, VAE and
+  (docs/method.md §11.2), fp32, ``torch.save`` of a plain dict. Its ``model.diffusion_model.``, VAE and
   CLIP tensors are those of ``sd15_checkpoint()`` before the fp16 cast (same seed); the ACM is a different
   random UNet of the same shapes. ``size="full"`` has the real SD1.5 widths (2182 tensors, ~9.15 GB): it is
   generated tensor by tensor into a memory-mapped file, so RAM stays small.
+
+- ``ldm_to_diffusers(sd)``: a state dict renamed to diffusers naming (the reverse of
+  ``magicpose_core.weights.keymap``), to write diffusers-layout copies; ``TINY_UNET`` is the tiny test layout.
 
 Every tensor is drawn from its own generator seeded by (seed, full key), so values do not depend on the
 order or the set of keys generated. Layouts come from ``magicpose_core.weights.layout``; the file names carry a
@@ -28,6 +31,7 @@ import math
 import mmap
 import os
 import pickle
+import re
 from pathlib import Path
 from typing import Iterator
 
@@ -35,6 +39,7 @@ import numpy as np
 import torch
 
 from magicpose_core.model.constants import LINEAR_END, LINEAR_START, NUM_TRAIN_TIMESTEPS
+from magicpose_core.weights import keymap as K
 from magicpose_core.weights import layout as L
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -42,7 +47,10 @@ CACHE_DIR = Path(os.environ.get("MAGICPOSE_FACTORY_DIR") or ROOT / ".cache" / "f
 FACTORY_VERSION = "1"  # bump when the initialisation rules change
 DEFAULT_SEED = 0
 TINY_VAE_DECODER = 32
-SIZES = {"tiny": (L.TINY_UNET, TINY_VAE_DECODER), "full": (L.SD15_UNET, L.VAE_ENCODER_WIDTH)}
+# Test layout (docs/comfyui-integration.md §7.2): the real 12 in / 12 out blocks and the 16 attn1 sites at their
+# real block ids, every level 320 wide.
+TINY_UNET = L.UNetConfig(channel_mult=(1, 1, 1, 1))
+SIZES = {"tiny": (TINY_UNET, TINY_VAE_DECODER), "full": (L.SD15_UNET, L.VAE_ENCODER_WIDTH)}
 
 
 def _configs(size: str) -> tuple[L.UNetConfig, int]:
@@ -216,3 +224,59 @@ def malicious_pickle(path: Path, sentinel: Path, torch_format: bool = True) -> P
         with open(path, "wb") as f:
             pickle.dump(payload, f, protocol=2)
     return path
+
+
+# --------------------------------------------------------------------------------------------------
+# diffusers naming: the reverse of magicpose_core.weights.keymap (the loader only reads diffusers names), built
+# from the same tables, to write diffusers-layout copies of the factory weights
+
+_LDM_INPUT = re.compile(r"input_blocks\.(?P<n>\d+)\.(?P<sub>\d+)\.(?P<rest>.+)")
+_LDM_MIDDLE = re.compile(r"middle_block\.(?P<sub>\d+)\.(?P<rest>.+)")
+_LDM_OUTPUT = re.compile(r"output_blocks\.(?P<n>\d+)\.(?P<sub>\d+)\.(?P<rest>.+)")
+_LDM_HINT = re.compile(r"input_hint_block\.(?P<n>\d+)\." + K._PARAM)
+_LDM_ZERO = re.compile(r"zero_convs\.(?P<n>\d+)\.0\." + K._PARAM)
+
+
+def ldm_to_diffusers_key(key: str, layers_per_block: int = K.LAYERS_PER_BLOCK) -> str:
+    """One ldm UNet / ControlNet key (no checkpoint prefix) -> its diffusers name."""
+    per = layers_per_block + 1
+    simple = K._split_simple(key, K._SIMPLE_TO_DIFFUSERS)
+    if simple is not None:
+        return simple
+    if m := _LDM_INPUT.fullmatch(key):
+        n, sub, rest = int(m["n"]), m["sub"], m["rest"]
+        i, j = divmod(n - 1, per)
+        if j == layers_per_block:
+            if sub == "0" and rest.startswith("op."):
+                return f"down_blocks.{i}.downsamplers.0.conv.{rest[3:]}"
+        elif sub == "0":
+            return f"down_blocks.{i}.resnets.{j}.{K._res(rest, K._RES_TO_DIFFUSERS, key)}"
+        elif sub == "1":
+            return f"down_blocks.{i}.attentions.{j}.{rest}"
+    elif m := _LDM_MIDDLE.fullmatch(key):
+        if m["sub"] in K._MID:
+            rest = m["rest"]
+            if m["sub"] != "1":
+                rest = K._res(rest, K._RES_TO_DIFFUSERS, key)
+            return f"mid_block.{K._MID[m['sub']]}.{rest}"
+    elif m := _LDM_OUTPUT.fullmatch(key):
+        i, j = divmod(int(m["n"]), per)
+        sub, rest = m["sub"], m["rest"]
+        if sub == "0":
+            return f"up_blocks.{i}.resnets.{j}.{K._res(rest, K._RES_TO_DIFFUSERS, key)}"
+        if rest.startswith("conv.") and j == layers_per_block:  # Upsample: output_blocks.n.{1|2}.conv
+            return f"up_blocks.{i}.upsamplers.0.conv.{rest[5:]}"
+        if sub == "1":
+            return f"up_blocks.{i}.attentions.{j}.{rest}"
+    elif m := _LDM_HINT.fullmatch(key):
+        n = int(m["n"])
+        if n % 2 == 0 and 0 < n < 2 * (K.NUM_HINT_CONVS - 1):
+            return f"controlnet_cond_embedding.blocks.{n // 2 - 1}.{m['param']}"
+    elif m := _LDM_ZERO.fullmatch(key):
+        return f"controlnet_down_blocks.{m['n']}.{m['param']}"
+    raise K.KeyMapError(f"{key!r} is not an SD1.5 UNet/ControlNet key in ldm naming")
+
+
+def ldm_to_diffusers(sd: dict, layers_per_block: int = K.LAYERS_PER_BLOCK) -> dict:
+    """Rename a whole ldm UNet / ACM / ControlNet state dict (keys without prefix) to diffusers naming."""
+    return K._rename(sd, lambda k: ldm_to_diffusers_key(k, layers_per_block))

@@ -10,10 +10,11 @@ import torch
 @lru_cache(maxsize=2)
 def factory_parts(path: str):
     """Split of the official-layout factory file: main UNet (ldm keys), appearance (682), pose ControlNet (340)."""
-    from magicpose_core.weights import checkpoint
+    from magicpose_core.weights.convert import split_official
+    from magicpose_core.weights.validate import load_official
 
-    sd = checkpoint.load_official(path)
-    parts = checkpoint.split_official(sd)
+    sd = load_official(path)
+    parts = split_official(sd)
     unet = {k[len("model.diffusion_model."):]: v for k, v in sd.items() if k.startswith("model.diffusion_model.")}
     return types.SimpleNamespace(unet=unet, appearance=parts.appearance, pose_controlnet=parts.pose_controlnet)
 
