@@ -1,7 +1,7 @@
-"""``python -m magicpose_core.client``: the headless client's command line."""
+"""``python -m magicpose_core.client``: the headless client's command line (`cli`)."""
 import sys
 
-from .core import main
+from .cli import main
 
 if __name__ == "__main__":
     sys.exit(main())

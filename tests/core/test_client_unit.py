@@ -1,6 +1,7 @@
-"""magicpose_core.client and magicpose_core.client.websocket without a server: workflow filling by title, --set parsing
-and type coercion, readable node_errors, output naming, CLI exit codes, the progress display, and RFC 6455
-framing over a socket pair (fragments, ping/pong, close, partial frames across timeouts).
+"""magicpose_core.client without ComfyUI: workflow filling by title, --set parsing and type coercion, readable
+node_errors, output naming, CLI exit codes, the progress display, the package's import rules, and following a
+prompt over the websocket against a stand-in server on 127.0.0.1 (events, a lost connection, a missed end, the
+timeout and the stop, partial frames across read timeouts).
 
 The node_errors / execution_error dicts below have the layout ComfyUI 0.30.0 `execution.py` produces
 (`validate_inputs`, `validate_prompt`, `handle_execution_error`); tests/e2e/test_client_server.py checks the
@@ -9,6 +10,9 @@ same formatting against a real server.
 from __future__ import annotations
 
 import ast
+import asyncio
+import base64
+import hashlib
 import io
 import json
 import os
@@ -18,14 +22,15 @@ import struct
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from magicpose_core.client import core as mc
-from magicpose_core.client import websocket as mws
+from magicpose_core import client as mc
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -290,19 +295,36 @@ def test_progress_lines_when_not_a_terminal():
     buf = io.StringIO()
     feed(mc.ProgressPrinter(buf), 48)                     # e.g. 12 frames x 4 steps
     lines = buf.getvalue().splitlines()
-    bars = [ln for ln in lines if "/48" in ln]
+    bars = [ln for ln in lines if "/48 [" in ln]
     assert lines[0] == "started prompt p1" and lines[1] == 'running node 3 "Sampler" (MagicPoseSample)'
-    assert bars[0].endswith("1/48   2%") and bars[-1].endswith("48/48 100%") and "[" + "#" * 24 + "]" in bars[-1]
+    assert bars[0].startswith('  node 3 "Sampler" (MagicPoseSample):   2%|' + " " * 24 + "| 1/48 [")
+    assert "100%|" + "#" * 24 + "| 48/48 [" in bars[-1]
     assert 10 <= len(bars) <= 12                          # first tick, every 10 %, last tick: not 48 lines
-    assert lines[-1] == 'running node 4 "Output" (SaveImage)'
+    assert lines[-1] == 'running node 4 "Output" (SaveImage)' and "\r" not in buf.getvalue()
 
 
 def test_progress_redraws_one_line_on_a_terminal():
     buf = TTY()
     feed(mc.ProgressPrinter(buf), 5)
     text = buf.getvalue()
-    assert text.count("\r") == 5 and "5/5 100%\x1b[K\n" in text
-    assert text.endswith('running node 4 "Output" (SaveImage)\n')
+    started, running, bar, last, end = text.split("\n")
+    assert (started, running, last, end) == ("started prompt p1", 'running node 3 "Sampler" (MagicPoseSample)',
+                                             'running node 4 "Output" (SaveImage)', "")
+    draws = bar.split("\r")[1:]                           # one line redrawn: 1/5 ... 5/5
+    assert len(draws) >= 5 and "1/5 [" in draws[0] and "100%|" in draws[-1] and "5/5 [" in draws[-1]
+    assert all(d.startswith('  node 3 "Sampler" (MagicPoseSample): ') for d in draws)
+
+
+def test_progress_bar_line_ends_when_the_run_ends_or_the_node_starts_over():
+    buf = TTY()
+    printer = mc.ProgressPrinter(buf)
+    for v in (1, 2, 1):                                   # a second pass over the node: a new bar
+        printer(mc.RunEvent("progress", {"value": v, "max": 5, "node": "3"}, "node 3"))
+    printer(mc.RunEvent("execution_error", {"prompt_id": "p1"}))
+    text = buf.getvalue()
+    assert text.count("\n") == 2 and text.endswith("\n") and text.split("\n")[1].count("\r") >= 1
+    printer.close()                                       # nothing left to end
+    assert buf.getvalue() == text
 
 
 # --- CLI exit codes without a server ----------------------------------------------------------------------
@@ -369,24 +391,65 @@ def test_client_rejects_a_non_http_server():
     assert mc.Client("127.0.0.1:8188").server == "http://127.0.0.1:8188"
 
 
-def test_client_modules_import_only_the_standard_library():
-    """The client must run where only Python and this package are installed; merging a split render needs PyAV,
-    which magicpose_core.media.video imports, and only inside the functions that merge or probe."""
-    allowed = {"websocket", "core", "split", "media.frame_selection", "frame_selection"}
-    for name in ("client/__init__.py", "client/__main__.py", "client/core.py", "client/websocket.py",
-                 "client/split.py", "media/frame_selection.py"):
-        tree = ast.parse((ROOT / "magicpose_core" / name).read_text())
+CLIENT = ROOT / "magicpose_core" / "client"
+THIRD_PARTY = {"websocket", "tqdm"}     # websocket-client (/ws) and tqdm (progress bar): pure Python, requirements.txt
+
+
+def client_modules() -> dict[str, ast.Module]:
+    return {p.stem: ast.parse(p.read_text()) for p in sorted(CLIENT.glob("*.py"))}
+
+
+def test_client_modules_import_only_the_standard_library_and_their_two_libraries():
+    """The client must run where only Python, websocket-client, tqdm and this package are installed (no torch, numpy,
+    PIL, aiohttp or ComfyUI); merging a split render needs PyAV, which magicpose_core.media.video imports, and only
+    inside the functions that merge or probe."""
+    modules = client_modules()
+    trees = {**{f"client/{m}": t for m, t in modules.items()},
+             "media/frame_selection": ast.parse((ROOT / "magicpose_core" / "media" / "frame_selection.py").read_text())}
+    used = set()
+    for name, tree in trees.items():
         top = {id(n) for n in tree.body}
         for node in ast.walk(tree):
             if isinstance(node, ast.Import):
                 mods = [a.name.split(".")[0] for a in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.level == 1:
+                assert name.startswith("client/") and node.module in modules, f"{name}: from .{node.module}"
+                continue
+            elif isinstance(node, ast.ImportFrom) and node.level:
+                lazy = node.module == "media.video" and id(node) not in top
+                assert node.module == "media.frame_selection" or lazy, f"{name}: relative import of {node.module}"
+                continue
             elif isinstance(node, ast.ImportFrom):
-                mods = [] if node.level else [node.module.split(".")[0]]
-                lazy_ok = node.module == "media.video" and id(node) not in top
-                assert not node.level or node.module in allowed or lazy_ok, f"{name}: relative import of {node.module}"
+                mods = [node.module.split(".")[0]]
             else:
                 continue
-            assert all(m in sys.stdlib_module_names or m == "__future__" for m in mods), f"{name}: {mods}"
+            bad = [m for m in mods if m not in sys.stdlib_module_names and m != "__future__"
+                   and (m not in THIRD_PARTY or not name.startswith("client/"))]
+            assert not bad, f"{name}: imports {bad}"
+            used |= set(mods) & THIRD_PARTY
+    assert used == THIRD_PARTY
+    code = ("import sys, magicpose_core.client; heavy = {'torch', 'numpy', 'PIL', 'aiohttp', 'av', 'cv2', 'comfy'}; "
+            "print(sorted(heavy & set(sys.modules)))")
+    r = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0 and r.stdout.strip() == "[]", r.stdout + r.stderr
+
+
+def test_client_package_has_no_import_circle_and_only_the_entry_points_import_the_cli():
+    """Each module imports only modules below it: a topological order exists; `cli` is imported by `__init__` and
+    `__main__` only, and nothing imports the package itself from inside."""
+    graph = {}
+    for name, tree in client_modules().items():
+        graph[name] = {n.module or a.name for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.level == 1
+                       for a in n.names}
+    assert {m for m, deps in graph.items() if "cli" in deps} == {"__init__", "__main__"}
+    assert not any(deps & {"__init__", "__main__"} for deps in graph.values())
+    order, left = [], dict(graph)
+    while left:
+        ready = [m for m, deps in left.items() if deps <= set(order)]
+        assert ready, f"import circle among {sorted(left)}"
+        order += sorted(ready)
+        for m in ready:
+            del left[m]
 
 
 def test_cli_runs_without_torch_or_numpy(files, tmp_path):
@@ -406,99 +469,222 @@ def test_cli_runs_without_torch_or_numpy(files, tmp_path):
     assert r.returncode == 3 and "cannot reach" in r.stderr, r.stderr[-2000:]
 
 
-# --- RFC 6455 framing -------------------------------------------------------------------------------------
+# --- following a prompt over the websocket (websocket-client) against a stand-in server on 127.0.0.1 -------------
 
-def test_accept_key_matches_the_rfc_example():
-    # RFC 6455 §1.3 worked example.
-    assert mws.accept_key("dGhlIHNhbXBsZSBub25jZQ==") == "s3pPLMBiTxaQ9kYGzzhZRbK+xOo="
+class FakeComfy:
+    """A ComfyUI stand-in on 127.0.0.1 (aiohttp in a thread): /ws, POST /prompt, /history, /queue, /system_stats and
+    POST /api/jobs/{id}/cancel. After answering POST /prompt it runs `script(fake, ws, prompt_id)` on the websocket
+    of the posting client; it records what the server received on each websocket and the stop requests."""
 
+    def __init__(self, script):
+        from aiohttp import web
 
-@given(st.binary(max_size=70000), st.binary(min_size=4, max_size=4), st.sampled_from([0x1, 0x2, 0x9]))
-def test_frames_round_trip(payload, key, opcode):
-    for mask in (None, key):
-        raw = mws.encode_frame(opcode, payload, mask=mask)
-        fin, op, got, masked, used = mws.decode_frame(raw + b"trailing")
-        assert (fin, op, got, masked, used) == (True, opcode, payload, mask is not None, len(raw))
-        assert mws.decode_frame(raw[:-1] if payload or mask else raw[:1]) is None     # incomplete
+        self.script = script
+        self.history: dict[str, dict] = {}
+        self.running: set[str] = set()
+        self.cancelled: list[str] = []
+        self.sockets: dict[str, Any] = {}
+        self.transports: dict[str, Any] = {}
+        self.ws_headers: list[dict] = []
+        self.received: list[tuple[str, Any]] = []                 # (message type, data) per message from clients
+        self.loop = asyncio.new_event_loop()
+        threading.Thread(target=self.loop.run_forever, daemon=True).start()
 
+        async def ws_route(request):
+            ws = web.WebSocketResponse(autoping=False)
+            await ws.prepare(request)
+            cid = request.query["clientId"]
+            self.ws_headers.append(dict(request.headers))
+            self.sockets[cid], self.transports[cid] = ws, request.transport
+            await ws.send_json({"type": "status", "data": {"status": {"exec_info": {"queue_remaining": 0}}}})
+            async for msg in ws:
+                self.received.append((msg.type.name, msg.data))
+            self.received.append(("CLOSED", ws.close_code))
+            return ws
 
-@pytest.mark.parametrize("n,header", [(125, 2), (126, 4), (65535, 4), (65536, 10)])
-def test_frame_length_encodings(n, header):
-    assert len(mws.encode_frame(0x2, b"x" * n)) == n + header                # RFC 6455 §5.2 payload length
+        async def prompt(request):
+            body = await request.json()
+            pid, cid = body["prompt_id"], body["client_id"]
+            self.running.add(pid)
+            asyncio.ensure_future(self.script(self, self.sockets[cid], pid))
+            return web.json_response({"prompt_id": pid, "number": 0, "node_errors": {}})
 
+        async def history(request):
+            pid = request.match_info["pid"]
+            return web.json_response({pid: self.history[pid]} if pid in self.history else {})
 
-def test_mask_is_its_own_inverse_and_changes_the_bytes():
-    data, key = bytes(range(256)) * 3, b"\x01\x02\x03\x04"
-    masked = mws.apply_mask(data, key)
-    assert masked != data and mws.apply_mask(masked, key) == data
-    assert masked[:4] == bytes(d ^ k for d, k in zip(data[:4], key))
+        async def queue(request):
+            return web.json_response({"queue_running": [[0, p, {}, {}, []] for p in self.running],
+                                      "queue_pending": []})
+
+        async def cancel(request):
+            self.cancelled.append(request.match_info["pid"])
+            self.running.discard(request.match_info["pid"])
+            return web.json_response({})
+
+        async def start() -> str:
+            app = web.Application()
+            app.router.add_get("/ws", ws_route)
+            app.router.add_post("/prompt", prompt)
+            app.router.add_get("/history/{pid}", history)
+            app.router.add_get("/queue", queue)
+            app.router.add_post("/api/jobs/{pid}/cancel", cancel)
+            app.router.add_get("/system_stats", lambda r: web.json_response({"system": {}}))
+            self.runner = web.AppRunner(app)
+            await self.runner.setup()
+            site = web.TCPSite(self.runner, "127.0.0.1", 0)
+            await site.start()
+            return f"http://127.0.0.1:{self.runner.addresses[0][1]}"
+
+        self.url = asyncio.run_coroutine_threadsafe(start(), self.loop).result(10)
+
+    def end(self, pid: str, status: str = "success") -> None:
+        """The prompt has finished: /history lists it, /queue no longer does."""
+        self.history[pid] = {"status": {"status_str": status, "completed": True, "messages": []},
+                             "outputs": {"4": {"images": [{"filename": "a.png", "subfolder": "", "type": "output"}]}}}
+        self.running.discard(pid)
+
+    def close(self) -> None:
+        asyncio.run_coroutine_threadsafe(self.runner.cleanup(), self.loop).result(10)
+        self.loop.call_soon_threadsafe(self.loop.stop)
 
 
 @pytest.fixture
-def pair():
-    a, b = socket.socketpair()
-    ws = mws.WebSocket(a)
-    yield ws, b
-    a.close()
-    b.close()
+def fake_comfy():
+    made = []
+
+    def make(script):
+        made.append(FakeComfy(script))
+        return made[-1]
+
+    yield make
+    for f in made:
+        f.close()
 
 
-def read_client_frame(sock: socket.socket) -> tuple[int, bytes, bool]:
-    buf = b""
-    while (f := mws.decode_frame(buf)) is None:
-        buf += sock.recv(65536)
-    fin, op, payload, masked, _ = f
-    return op, payload, masked
+def event(kind: str, pid: str, **data) -> dict:
+    return {"type": kind, "data": {"prompt_id": pid, **data}}
 
 
-def test_fragments_with_a_ping_in_between_are_joined_and_the_ping_answered(pair):
-    ws, server = pair
-    server.sendall(mws.encode_frame(mws.OP_TEXT, b'{"type": "pro', fin=False)
-                   + mws.encode_frame(mws.OP_PING, b"hb")
-                   + mws.encode_frame(mws.OP_CONTINUATION, b'gress", ', fin=False)
-                   + mws.encode_frame(mws.OP_CONTINUATION, b'"data": {}}'))
-    msg = ws.recv(timeout=5)
-    assert msg.is_text and json.loads(msg.text) == {"type": "progress", "data": {}}
-    assert read_client_frame(server) == (mws.OP_PONG, b"hb", True)       # client frames are masked
+async def run_to_success(fake, ws, pid):
+    await ws.ping(b"hb")                                             # answered by the library while reading
+    await ws.send_json(event("execution_start", "someone-else"))     # another client's prompt: not ours
+    await ws.send_json(event("execution_start", pid))
+    await ws.send_json(event("executing", pid, node="3", display_node="3"))
+    await ws.send_bytes(b"\x00\x00\x00\x01preview")                  # a binary preview: skipped
+    await ws.send_str("not json")
+    for v in (1, 2, 3):
+        await ws.send_json({"type": "progress", "data": {"value": v, "max": 3, "prompt_id": pid, "node": "3"}})
+    fake.end(pid)
+    await ws.send_json(event("execution_success", pid))
 
 
-def test_partial_frame_survives_a_timeout(pair):
-    ws, server = pair
-    frame = mws.encode_frame(mws.OP_BINARY, b"p" * 1000)
-    server.sendall(frame[:300])
-    with pytest.raises(TimeoutError):
-        ws.recv(timeout=0.2)
-    server.sendall(frame[300:])
-    msg = ws.recv(timeout=5)
-    assert not msg.is_text and msg.data == b"p" * 1000
+def test_client_follows_its_prompts_events_over_the_websocket(fake_comfy):
+    fake = fake_comfy(run_to_success)
+    events = []
+    t0 = time.monotonic()
+    res = mc.Client(fake.url, client_id="c1").submit(workflow(), on_event=events.append)
+    assert res.status == "success" and res.outputs["4"]["images"][0]["filename"] == "a.png"
+    assert time.monotonic() - t0 < 5                                 # no /history polling: the events said it
+    assert [e.type for e in events] == ["execution_start", "executing", "progress", "progress", "progress",
+                                        "execution_success"]
+    assert events[1].label == events[2].label == 'node 3 "Sampler" (KSampler)' and events[0].label == ""
+    assert [e.data["value"] for e in events if e.type == "progress"] == [1, 2, 3]
+    deadline = time.monotonic() + 5
+    while ("CLOSED", 1000) not in fake.received and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert ("PONG", b"hb") in fake.received                           # the server's ping was answered
+    assert ("CLOSED", 1000) in fake.received                          # and the client closed normally
+    assert "Origin" not in fake.ws_headers[0] and not fake.cancelled
 
 
-def test_close_frame_is_echoed_and_raised(pair):
-    ws, server = pair
-    server.sendall(mws.encode_frame(mws.OP_CLOSE, struct.pack("!H", 1001) + b"going away"))
-    with pytest.raises(mws.WebSocketClosed) as e:
-        ws.recv(timeout=5)
-    assert (e.value.code, e.value.reason) == (1001, "going away")
-    assert read_client_frame(server) == (mws.OP_CLOSE, struct.pack("!H", 1001), True)
+@pytest.mark.parametrize("how", ["close frame", "connection dropped"])
+def test_a_lost_websocket_falls_back_to_polling_history(fake_comfy, caplog, how):
+    async def drop(fake, ws, pid):
+        await ws.send_json(event("execution_start", pid))
+        if how == "close frame":
+            await ws.close(code=1001, message=b"going away")
+        else:
+            next(iter(fake.transports.values())).close()             # TCP closed without a close frame
+        await asyncio.sleep(1.0)
+        fake.end(pid)
+
+    fake = fake_comfy(drop)
+    events = []
+    with caplog.at_level("WARNING", logger="MagicPose"):
+        res = mc.Client(fake.url).submit(workflow(), on_event=events.append)
+    assert res.status == "success" and "4" in res.outputs and [e.type for e in events] == ["execution_start"]
+    assert "websocket lost" in caplog.text and "polling /history" in caplog.text
+    if how == "close frame":
+        assert "code 1001: going away" in caplog.text
+    assert not fake.cancelled
 
 
-def test_lost_connection_and_masked_server_frames_are_errors(pair):
-    ws, server = pair
-    server.sendall(mws.encode_frame(mws.OP_TEXT, b"hi", mask=b"abcd"))
-    with pytest.raises(mws.WebSocketError, match="masked"):
-        ws.recv(timeout=5)
-    server.close()
-    with pytest.raises(mws.WebSocketClosed) as e:
-        ws.recv(timeout=5)
-    assert e.value.code == 1006
+def test_a_missed_end_event_is_found_in_history_after_a_quiet_spell(fake_comfy, monkeypatch):
+    from magicpose_core.client import follow
+
+    async def silent_end(fake, ws, pid):
+        await ws.send_json(event("execution_start", pid))
+        await asyncio.sleep(0.3)
+        fake.end(pid, "error")                                       # ended, but its events never came
+
+    monkeypatch.setattr(follow, "QUIET_CHECK", 1.0)
+    fake = fake_comfy(silent_end)
+    t0 = time.monotonic()
+    res = mc.Client(fake.url).submit(workflow())
+    assert res.status == "error" and time.monotonic() - t0 < 5
 
 
-def handshake_server(reply: bytes) -> tuple[int, threading.Thread, list[bytes]]:
-    """A one-shot TCP server that records the request and answers `reply` (the key placeholder filled in)."""
+def test_timeout_stops_the_prompt_on_the_server(fake_comfy):
+    async def never_ends(fake, ws, pid):
+        await ws.send_json(event("execution_start", pid))
+
+    fake = fake_comfy(never_ends)
+    t0 = time.monotonic()
+    with pytest.raises(mc.ClientError, match=r"did not finish within 1 s; it was interrupted"):
+        mc.Client(fake.url).submit(workflow(), timeout=1.0, interrupt_wait=5)
+    assert time.monotonic() - t0 < 4                                 # read timeouts of 0.5 s: the deadline holds
+    assert len(fake.cancelled) == 1 and not fake.running
+
+
+def test_stop_event_returns_interrupted_and_cancels(fake_comfy):
+    async def never_ends(fake, ws, pid):
+        await ws.send_json(event("execution_start", pid))
+
+    fake = fake_comfy(never_ends)
+    stop = threading.Event()
+    threading.Timer(0.5, stop.set).start()
+    res = mc.Client(fake.url).submit(workflow(), stop=stop, interrupt_wait=5)
+    assert res.status == "interrupted" and "stopped by the client" in res.error
+    assert len(fake.cancelled) == 1 and not fake.running
+
+
+def test_websocket_connection_failures_are_server_unreachable(fake_comfy, monkeypatch):
+    from magicpose_core.client.follow import close_events, open_events
+
+    port = free_port()
+    with pytest.raises(mc.ServerUnreachable, match=rf"cannot open the websocket ws://127.0.0.1:{port}/ws\?clientId=x"):
+        open_events(f"http://127.0.0.1:{port}", "x", timeout=5)
+    fake = fake_comfy(run_to_success)
+    with pytest.raises(mc.ServerUnreachable, match=r"cannot open the websocket .*/nope/ws"):
+        open_events(fake.url + "/nope", "x", timeout=5)               # HTTP 404 instead of the upgrade
+    # An environment proxy is never used for the websocket (here: a dead one).
+    monkeypatch.setenv("http_proxy", f"http://127.0.0.1:{free_port()}")
+    monkeypatch.delenv("no_proxy", raising=False)
+    monkeypatch.delenv("NO_PROXY", raising=False)
+    ws = open_events(fake.url, "direct", timeout=5)
+    t0 = time.monotonic()
+    close_events(ws)
+    close_events(ws)                                                  # idempotent
+    assert time.monotonic() - t0 < 2 and "direct" in fake.sockets
+
+
+def raw_ws_server(send) -> int:
+    """A one-connection websocket server on a bare socket: it answers the handshake (RFC 6455 §4.2.2) and then
+    calls `send(conn)` to write raw frames; returns its port."""
     srv = socket.socket()
     srv.bind(("127.0.0.1", 0))
     srv.listen(1)
-    seen: list[bytes] = []
 
     def serve():
         conn, _ = srv.accept()
@@ -506,36 +692,45 @@ def handshake_server(reply: bytes) -> tuple[int, threading.Thread, list[bytes]]:
             req = b""
             while b"\r\n\r\n" not in req:
                 req += conn.recv(4096)
-            seen.append(req)
             key = [ln.split(b": ", 1)[1] for ln in req.split(b"\r\n") if ln.lower().startswith(b"sec-websocket-key")]
-            conn.sendall(reply.replace(b"{accept}", mws.accept_key(key[0].decode()).encode())
-                         + mws.encode_frame(mws.OP_TEXT, b'{"type": "status"}'))
+            accept = base64.b64encode(hashlib.sha1(key[0] + b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11").digest())
+            conn.sendall(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                         b"Sec-WebSocket-Accept: " + accept + b"\r\n\r\n")
+            send(conn)
             conn.recv(100)
 
-    t = threading.Thread(target=serve, daemon=True)
-    t.start()
-    return srv.getsockname()[1], t, seen
+    threading.Thread(target=serve, daemon=True).start()
+    return srv.getsockname()[1]
 
 
-def test_handshake_checks_accept_and_keeps_bytes_sent_with_it():
-    port, t, seen = handshake_server(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
-                                     b"Connection: Upgrade\r\nSec-WebSocket-Accept: {accept}\r\n\r\n")
-    with mws.WebSocket.connect(f"ws://127.0.0.1:{port}/ws?clientId=abc", timeout=5) as ws:
-        assert ws.recv(timeout=5).text == '{"type": "status"}'             # arrived in the same TCP read
-    t.join(5)
-    assert seen[0].startswith(b"GET /ws?clientId=abc HTTP/1.1\r\n") and b"Sec-WebSocket-Version: 13" in seen[0]
+def text_frame(data: bytes, opcode: int = 0x1, fin: bool = True) -> bytes:
+    """An unmasked server frame (RFC 6455 §5.2), payload under 64 KiB."""
+    head = bytes([(0x80 if fin else 0) | opcode])
+    return head + (bytes([len(data)]) if len(data) < 126 else bytes([126]) + struct.pack("!H", len(data))) + data
 
 
-@pytest.mark.parametrize("reply,pattern", [
-    (b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n", "refused the websocket upgrade"),
-    (b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nSec-WebSocket-Accept: AAAA\r\n\r\n",
-     "wrong Sec-WebSocket-Accept"),
-])
-def test_handshake_failures(reply, pattern):
-    port, t, _ = handshake_server(reply)
-    with pytest.raises(mws.WebSocketError, match=pattern):
-        mws.WebSocket.connect(f"ws://127.0.0.1:{port}/ws", timeout=5)
-    t.join(5)
+def test_a_frame_split_across_read_timeouts_is_not_lost():
+    """The follow loop reads with 0.5 s timeouts (deadline and stop checks); a message whose bytes straddle several
+    timeouts, and one in fragments, still arrive whole."""
+    from magicpose_core.client.follow import close_events, follow, open_events
+
+    start = json.dumps(event("execution_start", "p1")).encode()
+    frames = (text_frame(start[:10], fin=False) + text_frame(start[10:], opcode=0x0)       # one message, 2 fragments
+              + text_frame(json.dumps(event("execution_success", "p1")).encode()))
+
+    def send(conn):
+        conn.sendall(frames[:15])                                    # the 1st fragment and 3 bytes of the 2nd
+        time.sleep(1.2)                                              # two read timeouts with a partial frame
+        conn.sendall(frames[15:])
+
+    ws = open_events(f"http://127.0.0.1:{raw_ws_server(send)}", "x", timeout=5)
+    seen = []
+    try:
+        got = follow(ws, "p1", workflow(), seen.append, time.monotonic() + 10, lambda: None)
+    finally:
+        close_events(ws)
+    assert got == ("success", {"prompt_id": "p1"}) and [e.type for e in seen] == ["execution_start",
+                                                                                  "execution_success"]
 
 
 # --- split render: the plan and the workflow edits (pure) -----------------------------------------------------
@@ -547,7 +742,7 @@ def split_workflow() -> dict:
 
 
 def test_plan_ranges_cover_balance_and_align():
-    from magicpose_core.client.split import FrameRange, plan_ranges
+    from magicpose_core.client.split_plan import FrameRange, plan_ranges
 
     for total, servers, align, size in [(100, 2, 4, None), (10, 3, 1, None), (1800, 3, 4, None), (7, 2, 2, 2),
                                         (5, 4, 1, None), (33, 1, 4, 5)]:
@@ -563,7 +758,7 @@ def test_plan_ranges_cover_balance_and_align():
 
 
 def test_analyse_reads_selection_fps_audio_and_batch():
-    from magicpose_core.client.split import analyse
+    from magicpose_core.client.split_plan import analyse
 
     wf = split_workflow()
     mc.apply_sets(wf, ["Frames.skip_first_frames=3", "Frames.select_every_nth=2", "Sampler.frame_batch=3"])
@@ -583,7 +778,7 @@ def test_analyse_reads_selection_fps_audio_and_batch():
     ({"Sampler.frame_batch": ["8", 3]}, "frame_batch must be a number"),
 ])
 def test_analyse_refuses_what_would_not_be_exact(change, match):
-    from magicpose_core.client.split import analyse
+    from magicpose_core.client.split_plan import analyse
 
     wf = split_workflow()
     mc.apply_sets(wf, change)
@@ -592,7 +787,7 @@ def test_analyse_refuses_what_would_not_be_exact(change, match):
 
 
 def test_analyse_refuses_other_outputs_and_samplers():
-    from magicpose_core.client.split import analyse
+    from magicpose_core.client.split_plan import analyse
 
     wf = split_workflow()
     wf["12"]["class_type"] = "SaveImage"
@@ -605,7 +800,7 @@ def test_analyse_refuses_other_outputs_and_samplers():
 
 
 def test_range_workflow_cuts_the_poses_and_writes_a_lossless_part():
-    from magicpose_core.client.split import FrameRange, analyse, range_workflow
+    from magicpose_core.client.split_plan import FrameRange, analyse, range_workflow
 
     wf = split_workflow()
     plan = analyse(wf)
@@ -622,7 +817,7 @@ def test_range_workflow_cuts_the_poses_and_writes_a_lossless_part():
 
 
 def test_temporal_first_ranges_get_the_videos_first_frame_batch_as_anchor_pose():
-    from magicpose_core.client.split import FrameRange, analyse, range_workflow
+    from magicpose_core.client.split_plan import FrameRange, analyse, range_workflow
 
     wf = split_workflow()
     mc.apply_sets(wf, {"Sampler.temporal_mode": "first", "Sampler.frame_batch": 3})

@@ -24,7 +24,7 @@ from support.workflows import (
     ui_to_api,
 )
 
-from magicpose_core.client import core as mc
+from magicpose_core import client as mc
 
 gen = load_script("build_workflows")
 

@@ -24,7 +24,7 @@ import pytest
 from PIL import Image
 from support import figures
 
-from magicpose_core.client import core as mc
+from magicpose_core import client as mc
 
 pytestmark = [pytest.mark.comfy, pytest.mark.server]
 
@@ -142,8 +142,8 @@ def test_progress_set_and_numbered_outputs(comfy_server, tmp_path):
     files = [out.with_name(f"f_{i:05d}.png") for i in range(1, 6)]    # --set batch_size 2 -> 5
     assert r.stdout.split() == [str(f) for f in files]
     assert all(Image.open(f).size == (40, 32) for f in files)
-    bars = [ln for ln in r.stderr.splitlines() if 'node 10 "Colour match 1" (ColorTransfer) [' in ln]
-    assert bars and bars[-1].rstrip().endswith("5/5 100%"), r.stderr
+    bars = [ln for ln in r.stderr.splitlines() if ln.startswith('  node 10 "Colour match 1" (ColorTransfer): ')]
+    assert bars and "100%|" in bars[-1] and "| 5/5 [" in bars[-1] and "\r" not in r.stderr, r.stderr   # log lines
     assert "started prompt" in r.stderr and "done in" in r.stderr
 
 
