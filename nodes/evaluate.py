@@ -1,6 +1,6 @@
 """MagicPoseEvaluate: generated frames against ground truth, target keypoints and/or the driving video; the paper's
-metrics (DisCo protocol), pose accuracy and flicker. Logic: magicpose_core.evaluate; detectors:
-nodes.pose_detectors. Writes <prefix>.txt/.json/.png to the output folder."""
+metrics (DisCo protocol, plus the correct PSNR beside DisCo's), pose accuracy and flicker. Logic:
+magicpose_core.evaluate; detectors: nodes.pose_detectors. Writes <prefix>.txt/.json/.png to the output folder."""
 from __future__ import annotations
 
 import json
@@ -127,7 +127,9 @@ class Evaluate(io.ComfyNode):
                 "Scores generated frames: SSIM, PSNR, L1, LPIPS, FID, FID-VID and Face-Cos against ground-truth "
                 "frames with the paper's definitions (DisCo's evaluation code), pose accuracy (PCK, face NME) "
                 "against the target keypoints, and flicker (warping error along the driving video's optical flow). "
-                "Writes a table, a JSON file and a per-frame plot to the output folder."),
+                "PSNR comes twice: the correct one (psnr) and DisCo's published protocol (psnr_disco: its uint8 "
+                "MSE wraps around modulo 256), the number the TikTok tables print. Writes a table, a JSON file "
+                "and a per-frame plot to the output folder."),
             inputs=[
                 io.Image.Input("images", optional=True,
                                tooltip="Generated frames (IMAGE batch), e.g. MagicPose Sampler -> VAE Decode. "
@@ -168,7 +170,8 @@ class Evaluate(io.ComfyNode):
                                         "folder."),
             ],
             outputs=[
-                io.String.Output(display_name="report", tooltip="The metrics table as text."),
+                io.String.Output(display_name="report", tooltip="The metrics table as text, with a one-line "
+                                                                "definition of each PSNR."),
                 io.String.Output(display_name="json",
                                  tooltip="All values, per-frame curves, definitions and skipped metrics as JSON."),
                 io.Image.Output(display_name="plot", tooltip="Per-frame curves of every per-frame metric."),

@@ -170,8 +170,8 @@ class FramesToVideo(io.ComfyNode):
                                        "size: also resize to the fitted source region (needs reference)."),
                 io.Boolean.Input("watermark", default=True, optional=True,
                                  tooltip="On (default): every frame carries an invisible MagicPose watermark "
-                                         "(RivaGAN, 32 bits: pack name and version; needs the invisible-watermark "
-                                         "package) that 'python -m magicpose_core.provenance check' and MagicPose "
+                                         "(RivaGAN, 32 bits: pack name and version; its model files ship with the "
+                                         "pack) that 'python -m magicpose_core.provenance check' and MagicPose "
                                          "Check Provenance read back. Off: frames are written unmarked. The "
                                          "'AI-generated with MagicPose' metadata label is written either way."),
             ],

@@ -39,8 +39,8 @@ class WatermarkImage(io.ComfyNode):
             description=(
                 "Adds MagicPose's invisible watermark (RivaGAN, 32 bits naming the pack and its version) to each "
                 "image, e.g. before core Save Image. MagicPose Frames to Video marks videos by itself. Check with "
-                "MagicPose Check Provenance or 'python -m magicpose_core.provenance check FILE'. Needs the "
-                "invisible-watermark package (pip install --no-deps invisible-watermark==0.2.0)."),
+                "MagicPose Check Provenance or 'python -m magicpose_core.provenance check FILE'. The RivaGAN "
+                "model files ship with the pack (run on onnxruntime)."),
             inputs=[io.Image.Input("images", tooltip="RGB images to mark, e.g. the decoded MagicPose Sampler "
                                                      "output. Short side at least 32 px; best from 256 px up.")],
             outputs=[io.Image.Output(display_name="images", tooltip="The same images with the invisible "

@@ -1,6 +1,6 @@
 """Face-Cos: cosine similarity of face-identity embeddings of each generated frame and its ground-truth frame.
 
-The paper reports Face-Cos but its repository has no code for it (magicpose-method.md §14). Here: the face is
+The paper reports Face-Cos but its repository has no code for it (docs/evaluation.md §2.5). Here: the face is
 located with the pack's pose detector (its 70-point face), aligned by a similarity transform from five points
 (eye centres, nose tip 30, mouth corners 48 and 54) onto the standard 112x112 ArcFace template, embedded by an
 ArcFace-convention ONNX model (RGB, (x - 127.5) / 127.5, NCHW; default InsightFace's ``w600k_r50.onnx``) on
@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from ..pose.keypoints import Person, PoseFrame
-from .pixel import MetricUnavailable
+from .pixel import SKIMAGE_INSTALL, MetricUnavailable
 
 FACE_SIZE = 112
 # the 112x112 ArcFace landmark template (image-left eye, image-right eye, nose tip, mouth corners)
@@ -51,27 +51,31 @@ def main_face(frame: PoseFrame) -> np.ndarray | None:
     return None
 
 
-def align_face(rgb: np.ndarray, points: np.ndarray) -> np.ndarray:
-    """(H, W, 3) uint8 + (5, 2) points -> (112, 112, 3) uint8 aligned face (least-squares similarity)."""
+def align_face(rgb: np.ndarray, points: np.ndarray) -> np.ndarray | None:
+    """(H, W, 3) uint8 + (5, 2) points -> (112, 112, 3) uint8 aligned face (least-squares similarity); None when
+    the points are degenerate (e.g. all in one place)."""
     import cv2
 
     m = similarity(points, ARCFACE_TEMPLATE)
-    return cv2.warpAffine(rgb, m, (FACE_SIZE, FACE_SIZE), borderValue=0)
+    return None if m is None else cv2.warpAffine(rgb, m, (FACE_SIZE, FACE_SIZE), borderValue=0)
 
 
-def similarity(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
-    """2x3 least-squares similarity transform src -> dst (Umeyama 1991, no reflection)."""
-    mu_s, mu_d = src.mean(0), dst.mean(0)
-    s, d = src - mu_s, dst - mu_d
-    cov = d.T @ s / len(src)  # (2, 2)
-    u, sig, vt = np.linalg.svd(cov)
-    e = np.eye(2)
-    if np.linalg.det(u) * np.linalg.det(vt) < 0:
-        e[1, 1] = -1
-    r = u @ e @ vt
-    scale = (sig * np.diag(e)).sum() / s.var(0).sum()
-    t = mu_d - scale * r @ mu_s
-    return np.concatenate([scale * r, t[:, None]], axis=1)  # (2, 3)
+def similarity(src: np.ndarray, dst: np.ndarray) -> np.ndarray | None:
+    """2x3 least-squares similarity transform src -> dst: scikit-image's ``SimilarityTransform`` estimate
+    (Umeyama 1991, no reflection), the fit InsightFace's own ArcFace alignment uses."""
+    try:
+        from skimage.transform import SimilarityTransform
+    except ImportError:
+        raise MetricUnavailable(f"Face-Cos face alignment needs scikit-image: {SKIMAGE_INSTALL}") from None
+    if hasattr(SimilarityTransform, "from_estimate"):  # scikit-image >= 0.26 (``estimate`` is deprecated there)
+        tf = SimilarityTransform.from_estimate(src, dst)
+        ok = bool(tf)
+    else:
+        tf = SimilarityTransform()
+        ok = tf.estimate(src, dst)
+    if not ok or not np.isfinite(tf.params).all():
+        return None
+    return np.asarray(tf.params[:2], dtype=np.float64)  # (3, 3) homogeneous -> (2, 3)
 
 
 class FaceEmbedder:
@@ -102,6 +106,8 @@ def face_cosine(embedder: FaceEmbedder, gen: np.ndarray, gen_pose: PoseFrame, gt
                 gt_pose: PoseFrame) -> float:
     """Cosine of the identity embeddings, NaN when a face is missing in either frame."""
     a, b = main_face(gen_pose), main_face(gt_pose)
-    if a is None or b is None:
+    face_a = None if a is None else align_face(gen, a)
+    face_b = None if b is None else align_face(gt, b)
+    if face_a is None or face_b is None:
         return float("nan")
-    return float(embedder(align_face(gen, a)) @ embedder(align_face(gt, b)))
+    return float(embedder(face_a) @ embedder(face_b))

@@ -2,7 +2,7 @@
 
 Sizes and counts from outside are bounded before anything is allocated (``MAX_FRAMES``, ``MAX_PIXELS``).
 Generated frames are resized to the ground truth's size with ``cv2.resize`` (bilinear), as DisCo's
-``tool/metrics/ssim_l1_lpips_psnr.py`` does before SSIM, PSNR and L1 (magicpose-method.md §14).
+``tool/metrics/ssim_l1_lpips_psnr.py`` does before SSIM, PSNR and L1 (docs/evaluation.md §2).
 """
 from __future__ import annotations
 

@@ -1,7 +1,7 @@
 """LPIPS as DisCo computes it: ``lpips.LPIPS(net='vgg')`` (v0.1 linear layers) on ``ToTensor()`` images.
 
 DisCo feeds the images in [0, 1] and does not pass ``normalize=True``, although LPIPS expects [-1, 1]
-(magicpose-method.md §14). That quirk is the protocol and is the default here; ``proper_range=True`` maps the
+(docs/evaluation.md §2.2). That quirk is the protocol and is the default here; ``proper_range=True`` maps the
 frames to [-1, 1] first (the LPIPS authors' intended use), off by default.
 
 The VGG-16 trunk comes from ``vgg16-397923af.pth`` in the weights folder (weights.py), never from torchvision's
@@ -55,7 +55,7 @@ class LpipsMetric:
         self.proper_range = proper_range
 
     def _tensor(self, rgb: np.ndarray) -> torch.Tensor:
-        t = torch.from_numpy(np.ascontiguousarray(rgb)).permute(2, 0, 1)[None].float() / 255.0  # (1, 3, H, W), 0-1
+        t = torch.tensor(rgb, dtype=torch.float32).permute(2, 0, 1)[None] / 255.0  # (1, 3, H, W), 0-1
         return t.to(self.device)
 
     @torch.no_grad()

@@ -1,7 +1,7 @@
 """The evaluation result and its three renderings: a text table, a JSON document and a PNG of per-frame curves.
 
 ``METRICS`` names every metric once: label, better direction, definition and how it relates to the paper's
-protocol (DisCo's evaluation code, magicpose-method.md §14). The PNG is drawn with Pillow (no matplotlib).
+protocol (DisCo's evaluation code, docs/evaluation.md §2). The PNG is drawn with Pillow (no matplotlib).
 """
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-PROTOCOL = "DisCo tool/metrics (MagicPose Table 1, magicpose-method.md §14)"
+PROTOCOL = "DisCo tool/metrics (MagicPose Table 1, docs/evaluation.md §2)"
 
 
 @dataclass(frozen=True)
@@ -21,14 +21,24 @@ class MetricInfo:
     higher_is_better: bool
     definition: str
     protocol: str   # "matches" / "departs: ..." / "not in the paper: ..."
+    note: str = ""  # one-line definition printed under the table and on the plot panel
 
 
 METRICS: dict[str, MetricInfo] = {
     "ssim": MetricInfo("SSIM", True, "skimage structural_similarity on greyscale uint8 frames (7x7 window, range "
                        "255), generated frame bilinear-resized to the GT size; mean over frames",
                        "matches DisCo"),
-    "psnr": MetricInfo("PSNR", True, "20*log10(255/sqrt(MSE)) over RGB 0-255, 100 dB when MSE = 0; mean over frames",
-                       "matches DisCo"),
+    "psnr": MetricInfo("PSNR", True, "20*log10(255/sqrt(MSE)), MSE of the float differences over RGB 0-255, 100 dB "
+                       "when MSE = 0; mean over frames", "correct PSNR, not DisCo's; compare with papers that compute "
+                       "it correctly (MimicMotion re-ran MagicPose: 18.8), not with DisCo-script tables",
+                       "20*log10(255/sqrt(MSE)) with the float MSE: the correct PSNR"),
+    "psnr_disco": MetricInfo("PSNR (DisCo protocol)", True, "DisCo's psnr_eval as published: MSE = mean((gen - GT) "
+                             "** 2) on the uint8 BGR arrays, so the difference and its square wrap modulo 256 "
+                             "(per pixel (gen - GT)^2 mod 256 <= 249, hence never below 24.17 dB); 100 when the "
+                             "MSE is 0; mean over frames", "matches DisCo's script (uint8 overflow included); the "
+                             "number to set beside the TikTok tables (MagicPose 29.53, DisCo 29.03); not a true "
+                             "PSNR", "DisCo's script: uint8 MSE, (gen - GT)^2 wraps mod 256; as in the TikTok "
+                             "tables, not a true PSNR"),
     "l1": MetricInfo("L1", False, "mean(|gen - GT|) on 0-255 divided by H*W; mean over frames (resolution-dependent)",
                      "matches DisCo"),
     "lpips": MetricInfo("LPIPS", False, "lpips.LPIPS(net='vgg', v0.1) on [0,1] RGB tensors without normalize=True; "
@@ -40,8 +50,15 @@ METRICS: dict[str, MetricInfo] = {
                       "TikTok test set); DisCo's gen_eval.sh also ran pytorch-fid, not reproduced"),
     "fid_vid": MetricInfo("FID-VID", False, "Kinetics 3D ResNet-50 (Hara et al.) 2048-d features of every stride-1 "
                           "16-frame window at 112x112 (PIL bicubic, Kinetics mean subtracted); Frechet distance",
-                          "matches DisCo's FVD-3DRN50 on frame folders (sample_duration 16); pooled per evaluated "
-                          "sequence (MagicDance issue #19 asks whether the paper pooled per video)"),
+                          "matches DisCo's FVD-3DRN50 on frame folders (sample_duration 16); one distance over the "
+                          "clips of everything evaluated together (the TikTok table: all videos pooled, clips within "
+                          "a video; MagicDance issue #19 asks whether the paper pooled per video)"),
+    "fid_per_video": MetricInfo("FID, per-video mean", False, "the FID of each video's generated vs GT frames, "
+                                "averaged over the videos", "not the pooled value DisCo's folder scripts give; "
+                                "shown because the paper does not say which it used"),
+    "fid_vid_per_video": MetricInfo("FID-VID, per-video mean", False, "the FID-VID of each video's clips, averaged "
+                                    "over the videos", "not the pooled value; MagicDance issue #19 reproduced "
+                                    "57.55 against the paper's 46.3 and asks which the paper used"),
     "face_cos": MetricInfo("Face-Cos", True, "cosine of ArcFace embeddings (ONNX, 112x112 faces aligned from the "
                            "detector's face landmarks) of each generated frame vs its GT frame; mean over frames "
                            "with a face in both", "departs: the paper's Face-Cos has no released code; embedder and "
@@ -63,8 +80,9 @@ METRICS: dict[str, MetricInfo] = {
     "warp_error_driving": MetricInfo("flicker floor (driving)", False, "the same warping error of the driving frames "
                                      "themselves: what flow errors alone give", "not in the paper"),
 }
-PER_FRAME_LABELS = {"ssim": "SSIM", "psnr": "PSNR (dB)", "l1": "L1", "lpips": "LPIPS", "face_cos": "Face-Cos",
-                    "pck_body@0.1": "PCK body @0.1", "nme_face": "NME face", "warp_error": "flicker (warp error)"}
+PER_FRAME_LABELS = {"ssim": "SSIM", "psnr": "PSNR (dB)", "psnr_disco": "PSNR, DisCo protocol (dB)", "l1": "L1",
+                    "lpips": "LPIPS", "face_cos": "Face-Cos", "pck_body@0.1": "PCK body @0.1", "nme_face": "NME face",
+                    "warp_error": "flicker (warp error)"}
 
 
 @dataclass
@@ -76,6 +94,8 @@ class EvaluationResult:
     per_frame: dict[str, list[float]] = field(default_factory=dict)
     unavailable: dict[str, str] = field(default_factory=dict)
     counts: dict[str, int] = field(default_factory=dict)
+    groups: dict[str, dict[str, float]] = field(default_factory=dict)  # per-video summaries (TikTok table)
+    published: dict[str, str] = field(default_factory=dict)            # the paper's value to set beside a metric
 
     def to_json(self) -> dict:
         def num(v: float):
@@ -87,19 +107,38 @@ class EvaluationResult:
             metrics[key] = {"value": num(value), "label": info.label,
                             "better": "higher" if info.higher_is_better else "lower",
                             "definition": info.definition, "protocol": info.protocol}
-        return {"frames": self.frames, "protocol": PROTOCOL, "metrics": metrics,
-                "per_frame": {k: [num(v) for v in vals] for k, vals in self.per_frame.items()},
-                "unavailable": dict(self.unavailable), "counts": dict(self.counts)}
+        for key, value in self.published.items():
+            if key in metrics:
+                metrics[key]["published"] = value
+        out = {"frames": self.frames, "protocol": PROTOCOL, "metrics": metrics,
+               "per_frame": {k: [num(v) for v in vals] for k, vals in self.per_frame.items()},
+               "unavailable": dict(self.unavailable), "counts": dict(self.counts)}
+        if self.groups:
+            out["videos"] = {name: {k: num(v) for k, v in vals.items()} for name, vals in self.groups.items()}
+        return out
 
     def table(self) -> str:
-        rows = [("metric", "value", "", "protocol")]
+        paper = bool(self.published)
+        rows = [("metric", "value", "", "paper" if paper else "", "protocol")]
         for key, value in self.summary.items():
             info = METRICS[key]
-            rows.append((info.label, _fmt(value), "↑" if info.higher_is_better else "↓", info.protocol.split(";")[0]))
-        width = [max(len(r[i]) for r in rows) for i in range(3)]
-        lines = [f"MagicPose evaluation: {self.frames} frames"]
+            rows.append((info.label, _fmt(value), "↑" if info.higher_is_better else "↓",
+                         self.published.get(key, "-" if paper else ""), info.protocol.split(";")[0]))
+        width = [max(len(r[i]) for r in rows) for i in range(4)]
+        lines = [f"MagicPose evaluation: {self.frames} frames" + (f" of {len(self.groups)} videos" if self.groups
+                                                                  else "")]
         for r in rows:
-            lines.append(f"{r[0]:<{width[0]}}  {r[1]:>{width[1]}} {r[2]:<{width[2]}}  {r[3]}")
+            paper_col = f"  {r[3]:>{width[3]}}" if paper else ""
+            lines.append(f"{r[0]:<{width[0]}}  {r[1]:>{width[1]}} {r[2]:<{width[2]}}{paper_col}  {r[4]}")
+        notes = [f"  {METRICS[key].label}: {METRICS[key].note}" for key in self.summary if METRICS[key].note]
+        if notes:
+            lines += ["", *notes]
+        if self.groups:
+            keys = [k for k in self.summary if any(k in g for g in self.groups.values())]
+            head = ["video", *(METRICS[k].label for k in keys)]
+            body = [[name, *(_fmt(g.get(k, float("nan"))) for k in keys)] for name, g in self.groups.items()]
+            cols = [max(len(r[i]) for r in [head, *body]) for i in range(len(head))]
+            lines += ["", "per video:"] + ["  ".join(f"{c:>{w}}" for c, w in zip(r, cols)) for r in [head, *body]]
         for key, why in self.unavailable.items():
             lines.append(f"{key}: not computed - {why}")
         return "\n".join(lines)
@@ -137,8 +176,9 @@ def plot_curves(result: EvaluationResult, width: int = 960, panel: int = 140) ->
         arr = np.asarray(vals, dtype=np.float64)
         finite = arr[np.isfinite(arr)]
         mean = float(finite.mean()) if len(finite) else float("nan")
-        draw.text((left, y0 + 4), f"{PER_FRAME_LABELS[key]}  (mean {_fmt(mean)}, {len(arr)} values)", fill="black",
-                  font=font)
+        note = f"  - {METRICS[key].note}" if key in METRICS and METRICS[key].note else ""
+        draw.text((left, y0 + 4), f"{PER_FRAME_LABELS[key]}  (mean {_fmt(mean)}, {len(arr)} values){note}",
+                  fill="black", font=font)
         x_a, x_b, y_a, y_b = left, width - right, y0 + top, y0 + panel - bottom
         draw.rectangle([x_a, y_a, x_b, y_b], outline=(160, 160, 160))
         if not len(finite):

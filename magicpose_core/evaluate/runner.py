@@ -1,6 +1,6 @@
 """One evaluation run: generated frames against ground-truth frames, target keypoints and/or driving frames.
 
-Which metrics run depends on what is given: SSIM/PSNR/L1/LPIPS/FID/FID-VID/Face-Cos need ground truth, pose
+Which metrics run depends on what is given: SSIM/PSNR (both)/L1/LPIPS/FID/FID-VID/Face-Cos need ground truth, pose
 accuracy needs target keypoints (POSE_KEYPOINT) and a detector, flicker needs driving frames (the ground truth
 is the driving video in the paper's self-reconstruction protocol, so it is used when no driving frames are
 given). A metric that cannot run (missing library, weights, input) is listed in ``unavailable`` with the reason;
@@ -25,7 +25,7 @@ from .weights import weight_path
 
 log = logging.getLogger("MagicPose")
 
-PIXEL_METRICS = ("ssim", "psnr", "l1")
+PIXEL_METRICS = ("ssim", "psnr", "psnr_disco", "l1")
 NETWORK_METRICS = ("lpips", "fid", "fid_vid", "face_cos")
 METRIC_GROUPS = PIXEL_METRICS + NETWORK_METRICS + ("pose", "flicker")
 
@@ -159,7 +159,7 @@ def evaluate(generated: Sequence[np.ndarray], ground_truth: Sequence[np.ndarray]
 
 
 def _pixel_metrics(run: _Run, pairs: list[tuple[np.ndarray, np.ndarray]]) -> None:
-    fns = {"ssim": pixel.ssim, "psnr": pixel.psnr, "l1": pixel.l1}
+    fns = {"ssim": pixel.ssim, "psnr": pixel.psnr, "psnr_disco": pixel.psnr_disco, "l1": pixel.l1}
     for name, fn in fns.items():
         def one(name=name, fn=fn) -> None:
             vals = []

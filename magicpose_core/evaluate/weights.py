@@ -7,12 +7,8 @@ hand, and a missing file raises ``MetricUnavailable`` naming the file, the folde
 """
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
-import shutil
-import tempfile
-import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,7 +17,6 @@ from .pixel import MetricUnavailable
 log = logging.getLogger("MagicPose")
 
 EVAL_SUBFOLDER = "eval"
-MAX_DOWNLOAD_BYTES = 1 << 30  # no metric network is larger than 1 GiB
 
 
 @dataclass(frozen=True)
@@ -89,32 +84,19 @@ def weight_path(key: str, folder: str | os.PathLike | None, allow_download: bool
 
 
 def _download(url: str, path: Path, spec: WeightFile) -> None:
+    """torch.hub's downloader: a temporary file next to ``path``, the SHA-256 prefix checked, then moved in."""
+    from torch.hub import download_url_to_file
+
     log.info("downloading %s for %s from %s", spec.filename, spec.metric, url)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=spec.filename + ".", suffix=".part", dir=path.parent)
-    digest, size = hashlib.sha256(), 0
     try:
-        with os.fdopen(fd, "wb") as out, urllib.request.urlopen(url, timeout=60) as response:  # noqa: S310
-            while True:
-                chunk = response.read(1 << 20)
-                if not chunk:
-                    break
-                size += len(chunk)
-                if size > MAX_DOWNLOAD_BYTES:
-                    raise MetricUnavailable(f"{url} is larger than {MAX_DOWNLOAD_BYTES} bytes: not a metric network")
-                digest.update(chunk)
-                out.write(chunk)
-        if size == 0:
-            raise MetricUnavailable(f"the download of {spec.filename} from {url} was empty")
-        if spec.sha256_prefix and not digest.hexdigest().startswith(spec.sha256_prefix):
-            raise MetricUnavailable(f"{spec.filename} from {url} has SHA-256 {digest.hexdigest()[:16]}..., expected "
-                                    f"{spec.sha256_prefix}...: the download is corrupt or not the expected file")
-        shutil.move(tmp, path)
-    except MetricUnavailable:
-        raise
-    except Exception as e:  # network and disk errors: one message with the manual route
+        download_url_to_file(url, str(path), hash_prefix=spec.sha256_prefix, progress=False)
+    except Exception as e:  # hash, network and disk errors: one message each, with the manual route
+        if isinstance(e, RuntimeError) and "invalid hash value" in str(e):
+            raise MetricUnavailable(f"{spec.filename} from {url} has the wrong SHA-256 ({e}): the download is "
+                                    "corrupt or not the expected file") from None
         raise MetricUnavailable(f"could not download {spec.filename} from {url} ({type(e).__name__}: {e}); put it "
                                 f"into {path.parent} by hand") from None
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+    if path.stat().st_size == 0:
+        path.unlink()
+        raise MetricUnavailable(f"the download of {spec.filename} from {url} was empty")

@@ -2,11 +2,13 @@
 
 RivaGAN is a learned video watermark (Zhang et al., "Robust Invisible Video Watermarking with Attention",
 arXiv 1909.01285; trained on Hollywood2 clips against compression, scaling and cropping). Its trained
-encoder and decoder ship as ONNX files inside the ``invisible-watermark`` wheel (``imwatermark/
-rivagan_{encoder,decoder}.onnx``, MIT licence). We run those two files with onnxruntime (already a
-runtime requirement of the pack) and never import ``imwatermark`` itself: its ``__init__`` pulls in
-PyWavelets and its wheel requires ``opencv-python``, which clashes with ``opencv-python-headless``, so the
-package is installed with ``--no-deps`` (README, "Provenance").
+encoder and decoder are two ONNX files of the ``invisible-watermark`` 0.2.0 wheel (``imwatermark/
+rivagan_{encoder,decoder}.onnx``, MIT licence). They ship inside the pack, in ``rivagan/`` next to this file
+(``rivagan/SOURCE.md``: wheel, version and SHA-256 of each file), so a plain install marks by default. An
+installed ``invisible-watermark`` package is the fallback when that folder is missing (its files are found
+without importing ``imwatermark``, whose ``__init__`` pulls in PyWavelets and whose wheel requires
+``opencv-python``, which clashes with ``opencv-python-headless``: install it with ``--no-deps``). The files
+run on onnxruntime, a runtime requirement of the pack.
 
 Departures from ``imwatermark``'s own RivaGAN wrapper (facts from its ``rivaGan.py``: BGR frames scaled to
 [-1, 1] as (1, 3, 1, H, W); the decoder returns one logit per bit):
@@ -30,7 +32,8 @@ from .payload import BITS, payload_bits
 
 log = logging.getLogger("MagicPose")
 
-MODEL_PACKAGE = "imwatermark"
+BUNDLED_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "rivagan")  # shipped with the pack
+MODEL_PACKAGE = "imwatermark"  # fallback: the installed invisible-watermark package
 MODEL_FILES = ("rivagan_encoder.onnx", "rivagan_decoder.onnx")
 INSTALL_HINT = 'pip install --no-deps "invisible-watermark==0.2.0"'
 WORK_SIDE = 256       # short side (px) at which RivaGAN embeds and decodes
@@ -40,24 +43,30 @@ MAX_PIXELS = 1 << 26  # 64 MP: larger frames are refused before any buffer is si
 
 
 class WatermarkUnavailable(RuntimeError):
-    """The RivaGAN model files (invisible-watermark) or onnxruntime are not installed."""
+    """The RivaGAN model files (shipped in rivagan/, or from invisible-watermark) or onnxruntime are missing."""
+
+
+def _files_in(folder: str) -> tuple[str, str] | None:
+    paths = tuple(os.path.join(folder, f) for f in MODEL_FILES)
+    return (paths[0], paths[1]) if all(os.path.isfile(p) for p in paths) else None
 
 
 def model_paths() -> tuple[str, str]:
-    """Paths of the RivaGAN encoder/decoder ONNX files inside the installed invisible-watermark package."""
-    spec = importlib.util.find_spec(MODEL_PACKAGE)  # finds the package without running its __init__
-    if spec is None or not spec.submodule_search_locations:
-        raise WatermarkUnavailable(
-            f"the invisible watermark needs the RivaGAN model files of the 'invisible-watermark' package: "
-            f"install it with  {INSTALL_HINT}  (--no-deps: its opencv-python requirement clashes with "
-            "opencv-python-headless; onnxruntime runs the models)")
-    folder = list(spec.submodule_search_locations)[0]
-    paths = tuple(os.path.join(folder, f) for f in MODEL_FILES)
-    missing = [p for p in paths if not os.path.isfile(p)]
-    if missing:
-        raise WatermarkUnavailable(f"invisible-watermark is installed but lacks {missing}: reinstall it with "
-                                   f"{INSTALL_HINT}")
-    return paths[0], paths[1]
+    """Paths of the RivaGAN encoder/decoder ONNX files: the pack's own ``rivagan/`` folder, else the installed
+    invisible-watermark package (found without running its ``__init__``)."""
+    bundled = _files_in(BUNDLED_DIR)
+    if bundled is not None:
+        return bundled
+    spec = importlib.util.find_spec(MODEL_PACKAGE)
+    installed = _files_in(list(spec.submodule_search_locations)[0]) \
+        if spec is not None and spec.submodule_search_locations else None
+    if installed is not None:
+        return installed
+    raise WatermarkUnavailable(
+        f"the invisible watermark needs the RivaGAN model files that ship with the pack in {BUNDLED_DIR}; they are "
+        "missing and no installed 'invisible-watermark' package provides them: reinstall the pack, or install the "
+        f"package with  {INSTALL_HINT}  (--no-deps: its opencv-python requirement clashes with "
+        "opencv-python-headless)")
 
 
 @lru_cache(maxsize=1)
@@ -88,7 +97,7 @@ _warned = False
 
 
 def warn_unavailable_once(reason: str) -> None:
-    """Log the missing-package message once per process."""
+    """Log the missing-model-files message once per process."""
     global _warned
     if not _warned:
         _warned = True
@@ -148,7 +157,7 @@ def decode(rgb: np.ndarray) -> np.ndarray:
 
 def frame_marker(enabled: bool = True, version: str | None = None) -> Callable[[np.ndarray], np.ndarray] | None:
     """A function that watermarks one frame with this pack's payload, or None when disabled or unavailable
-    (then the missing-package message is logged once)."""
+    (then the missing-files message is logged once)."""
     if not enabled:
         return None
     reason = unavailable_reason()

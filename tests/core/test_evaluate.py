@@ -31,7 +31,7 @@ from magicpose_core.evaluate.pose_accuracy import pose_accuracy
 from magicpose_core.pose.keypoints import PoseFrame, frames_to_pose_keypoint
 
 ROOT = Path(__file__).resolve().parents[2]
-NO_NETWORKS = ("ssim", "psnr", "l1", "pose", "flicker")
+NO_NETWORKS = ("ssim", "psnr", "psnr_disco", "l1", "pose", "flicker")
 
 
 def scene(t: int, h: int = 96, w: int = 128, speed: float = 2.0) -> np.ndarray:
@@ -46,11 +46,12 @@ def scene(t: int, h: int = 96, w: int = 128, speed: float = 2.0) -> np.ndarray:
 
 def test_identical_videos_give_ssim_1_capped_psnr_and_zero_l1():
     frames = [scene(t) for t in range(4)]
-    r = evaluate(frames, [f.copy() for f in frames], settings=EvaluationSettings(metrics=("ssim", "psnr", "l1")))
+    r = evaluate(frames, [f.copy() for f in frames],
+                 settings=EvaluationSettings(metrics=("ssim", "psnr", "psnr_disco", "l1")))
     assert r.summary["ssim"] == pytest.approx(1.0, abs=1e-12)
-    assert r.summary["psnr"] == PSNR_IDENTICAL == 100.0
+    assert r.summary["psnr"] == r.summary["psnr_disco"] == PSNR_IDENTICAL == 100.0
     assert r.summary["l1"] == 0.0
-    assert r.per_frame["psnr"] == [100.0] * 4
+    assert r.per_frame["psnr"] == r.per_frame["psnr_disco"] == [100.0] * 4
 
 
 @pytest.mark.parametrize("k", [1, 3, 10])
@@ -60,17 +61,84 @@ def test_psnr_and_l1_of_additive_noise_are_analytic(k):
     noise = k * rng.choice([-1, 1], size=gt.shape)                      # |e| = k everywhere: MSE = k^2
     gen = (gt.astype(int) + noise).astype(np.uint8)
     assert pixel.psnr(gen, gt) == pytest.approx(20 * math.log10(255 / k), abs=1e-9)
+    assert pixel.psnr_disco(gen, gt) == pixel.psnr(gen, gt)             # k^2 < 256: nothing wraps
     assert pixel.l1(gen, gt) == pytest.approx(k / (64 * 80), rel=1e-12)  # DisCo: mean |diff| / (H * W)
     assert pixel.ssim(gen, gt) < 1.0
 
 
-def test_ssim_is_skimage_on_the_opencv_greyscale():
-    from skimage.metrics import structural_similarity
+# offset d everywhere: the correct MSE is d^2; DisCo's uint8 MSE is d^2 mod 256 (the difference d fits in uint8,
+# its square wraps): d = 10 -> 100 (equal), 16 -> 0 (DisCo's 100 dB "identical"), 17 -> 33, 20 -> 144
+@pytest.mark.parametrize("d, disco_mse", [(10, 100), (16, 0), (17, 33), (20, 144)])
+def test_constant_offset_gives_d_squared_and_d_squared_mod_256(d, disco_mse):
+    rng = np.random.default_rng(d)
+    gt = rng.integers(0, 256 - d, (48, 64, 3)).astype(np.uint8)
+    for gen, ref in ((gt + np.uint8(d), gt), (gt, gt + np.uint8(d))):   # either sign: (-d)^2 = d^2 mod 256 too
+        assert pixel.psnr(gen, ref) == pytest.approx(20 * math.log10(255 / d), abs=1e-12)
+        expected = 100.0 if disco_mse == 0 else 20 * math.log10(255 / math.sqrt(disco_mse))
+        assert pixel.psnr_disco(gen, ref) == pytest.approx(expected, abs=1e-12)
+    assert (d * d) % 256 == disco_mse
+
+
+def test_wrap_around_makes_disco_s_psnr_higher_and_never_below_24_17_db():
+    rng = np.random.default_rng(0)
+    gt = scene(0, 128, 160)
+    shifted = np.roll(gt, 4, axis=1)                                    # a 4-pixel shift
+    noisy = np.clip(gt + rng.normal(0, 10, gt.shape), 0, 255).round().astype(np.uint8)
+    unrelated = rng.integers(0, 256, gt.shape, dtype=np.uint8)
+    for gen in (shifted, noisy, unrelated):
+        # independent of pixel.py: Python integers, (gen - gt)^2 reduced modulo 256 as uint8 arithmetic does
+        wrapped = np.vectorize(lambda x, y: ((int(x) - int(y)) ** 2) % 256)(gen, gt).mean()
+        assert pixel.psnr_disco(gen, gt) == pytest.approx(20 * math.log10(255 / math.sqrt(wrapped)), abs=1e-9)
+        assert pixel.psnr_disco(gen, gt) > pixel.psnr(gen, gt)
+        assert pixel.psnr_disco(gen, gt) >= 20 * math.log10(255 / math.sqrt(249))   # 249: the largest square mod 256
+    assert pixel.psnr_disco(shifted, gt) - pixel.psnr(shifted, gt) > 3
+    assert pixel.psnr(unrelated, gt) < 12 < 24 < pixel.psnr_disco(unrelated, gt)
+
+
+def test_disco_psnr_equals_disco_s_expression_on_cv2_imread_frames(tmp_path):
+    import cv2
+
+    gt, gen = scene(0), np.roll(scene(0), 3, axis=0)
+    for name, img in (("gt.png", gt), ("gen.png", gen)):
+        Image.fromarray(img).save(tmp_path / name)
+    a, b = cv2.imread(str(tmp_path / "gen.png")), cv2.imread(str(tmp_path / "gt.png"))   # BGR uint8, as DisCo reads
+    mse = np.mean((a - b) ** 2)                                         # DisCo's psnr_eval expression, verbatim
+    assert pixel.psnr_disco(load_frames(tmp_path / "gen.png")[0], load_frames(tmp_path / "gt.png")[0]) == \
+        pytest.approx(20 * math.log10(255.0 / math.sqrt(mse)), abs=1e-12)
+
+
+def _ssim_reference(x: np.ndarray, y: np.ndarray, win: int = 7) -> float:
+    """SSIM from Wang et al. (2004) with scikit-image's default settings, written out independently: 7x7
+    uniform windows, sample (N-1) covariances, K1 = 0.01, K2 = 0.03, L = 255, mean over the windows that lie
+    wholly inside the image."""
+    x, y = x.astype(np.float64), y.astype(np.float64)
+    wx = np.lib.stride_tricks.sliding_window_view(x, (win, win))       # (H-6, W-6, 7, 7)
+    wy = np.lib.stride_tricks.sliding_window_view(y, (win, win))
+    n = win * win
+    mx, my = wx.mean((-2, -1)), wy.mean((-2, -1))
+    vx = ((wx - mx[..., None, None]) ** 2).sum((-2, -1)) / (n - 1)
+    vy = ((wy - my[..., None, None]) ** 2).sum((-2, -1)) / (n - 1)
+    cxy = ((wx - mx[..., None, None]) * (wy - my[..., None, None])).sum((-2, -1)) / (n - 1)
+    c1, c2 = (0.01 * 255) ** 2, (0.03 * 255) ** 2
+    s = (2 * mx * my + c1) * (2 * cxy + c2) / ((mx ** 2 + my ** 2 + c1) * (vx + vy + c2))
+    return float(s.mean())   # skimage's full-size map cropped by 3 px: exactly the windows inside the image
+
+
+def test_ssim_matches_an_independent_implementation_on_disco_s_greyscale():
+    import cv2
 
     a, b = scene(0), scene(3)
-    grey = lambda x: np.round(0.299 * x[..., 0] + 0.587 * x[..., 1] + 0.114 * x[..., 2])  # noqa: E731  (BT.601)
-    assert np.abs(pixel.gray(a).astype(int) - grey(a)).max() <= 1
-    assert pixel.ssim(a, b) == pytest.approx(structural_similarity(pixel.gray(a), pixel.gray(b)), abs=1e-12)
+    assert np.array_equal(pixel.gray(a), cv2.cvtColor(a[:, :, ::-1].copy(), cv2.COLOR_BGR2GRAY))  # DisCo's call
+    assert pixel.ssim(a, b) == pytest.approx(_ssim_reference(pixel.gray(a), pixel.gray(b)), abs=1e-9)
+    assert 0.2 < pixel.ssim(a, b) < 0.95
+
+
+@pytest.mark.parametrize("c, d", [(100, 20), (30, 60), (200, -50)])
+def test_ssim_of_flat_frames_is_the_luminance_term(c, d):
+    # flat frames: every variance and covariance is 0, so SSIM = (2 c (c+d) + C1) / (c^2 + (c+d)^2 + C1)
+    a, b = np.full((32, 40, 3), c, np.uint8), np.full((32, 40, 3), c + d, np.uint8)
+    c1 = (0.01 * 255) ** 2
+    assert pixel.ssim(a, b) == pytest.approx((2 * c * (c + d) + c1) / (c * c + (c + d) ** 2 + c1), abs=1e-12)
 
 
 def test_generated_frames_are_resized_to_the_ground_truth_like_disco():
@@ -176,14 +244,18 @@ def test_report_json_table_and_plot(tmp_path):
     noisy = [np.clip(f.astype(int) + 5 * (t % 2), 0, 255).astype(np.uint8) for t, f in enumerate(frames)]
     r = evaluate(noisy, frames, settings=EvaluationSettings(metrics=NO_NETWORKS))
     data = json.loads(write_json(r, tmp_path / "r.json").read_text())
-    assert data["frames"] == 5 and set(data["metrics"]) >= {"ssim", "psnr", "l1", "warp_error"}
-    assert data["metrics"]["psnr"]["protocol"] == "matches DisCo" and data["metrics"]["psnr"]["better"] == "higher"
-    assert data["per_frame"]["psnr"][0] == 100.0 and len(data["per_frame"]["warp_error"]) == 4
-    assert "pose" in data["unavailable"]
+    assert data["frames"] == 5 and set(data["metrics"]) >= {"ssim", "psnr", "psnr_disco", "l1", "warp_error"}
+    psnr, disco = data["metrics"]["psnr"], data["metrics"]["psnr_disco"]
+    assert psnr["protocol"].startswith("correct PSNR") and psnr["better"] == disco["better"] == "higher"
+    assert disco["protocol"].startswith("matches DisCo's script") and "mod 256" in disco["definition"]
+    assert data["per_frame"]["psnr"][0] == data["per_frame"]["psnr_disco"][0] == 100.0
+    assert len(data["per_frame"]["warp_error"]) == 4 and "pose" in data["unavailable"]
     png = np.asarray(Image.open(write_plot(r, tmp_path / "r.png")))
-    assert png.shape[0] == 4 * 140 and png.shape[2] == 3 and (png < 200).any()   # 4 curve panels, something drawn
+    assert png.shape[0] == 5 * 140 and png.shape[2] == 3 and (png < 200).any()   # 5 curve panels, something drawn
     table = r.table()
-    assert "PSNR" in table and "pose: not computed" in table
+    assert "PSNR (DisCo protocol)" in table and "pose: not computed" in table
+    assert "  PSNR: 20*log10(255/sqrt(MSE)) with the float MSE" in table            # one-line definitions
+    assert "  PSNR (DisCo protocol): DisCo's script: uint8 MSE" in table
 
 
 def test_nan_values_become_null_in_json(tmp_path):
@@ -257,6 +329,8 @@ def test_cli_writes_table_json_and_plot(tmp_path):
     data = json.loads((out / "run1.json").read_text())
     assert data["frames"] == 11 and 0.9 < data["metrics"]["ssim"]["value"] < 1.0
     assert data["metrics"]["psnr"]["value"] == pytest.approx(20 * math.log10(255 / 3), abs=0.2)  # +3 minus clipping
+    assert data["metrics"]["psnr_disco"]["value"] == pytest.approx(data["metrics"]["psnr"]["value"])   # 9 < 256
+    assert "PSNR (DisCo protocol)" in proc.stdout
     assert (out / "run1.png").stat().st_size > 1000
 
 
@@ -286,3 +360,44 @@ def test_cli_reads_videos_and_rejects_bad_input(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "magicpose_core.evaluate", video, "--metrics", "ssim,bogus"],
                           cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2 and "unknown metric" in proc.stderr
+
+
+# ------------------------------------------------------------------------------------- TikTok frame rules
+# the official script's transforms, run through torchvision itself: the TikTok table's frames must be identical
+
+@pytest.mark.parametrize("h, w", [(96, 64), (64, 90), (70, 70)])
+def test_tiktok_crop_is_torchvision_s_random_resized_crop_at_scale_1(h, w):
+    import torchvision.transforms as T
+
+    from magicpose_core.evaluate.tiktok import center_crop_resize
+
+    rgb = np.random.default_rng(h * w).integers(0, 256, (h, w, 3), dtype=np.uint8)
+    official = T.RandomResizedCrop(48, scale=(1.0, 1.0), ratio=(1.0, 1.0), interpolation=T.InterpolationMode.BILINEAR)
+    assert np.array_equal(center_crop_resize(rgb, 48), np.asarray(official(Image.fromarray(rgb))))
+
+
+def test_tiktok_ground_truth_is_stored_as_torchvision_save_image_writes_it(tmp_path):
+    import torch
+    from torchvision.utils import make_grid, save_image
+
+    from magicpose_core.evaluate.tiktok import jpeg, quantise
+
+    x = np.random.default_rng(0).normal(0, 0.7, (40, 48, 3)).astype(np.float32)   # a decoder output, past [-1, 1]
+    grid = make_grid(torch.from_numpy(x).permute(2, 0, 1)[None].clamp(-1, 1).add(1).mul(0.5), nrow=1)
+    save_image(grid, tmp_path / "a.png")                 # lossless: the quantisation alone
+    save_image(grid, tmp_path / "a.jpg")                 # what test_tiktok.py writes: Pillow's default JPEG
+    assert np.array_equal(quantise(x), np.asarray(Image.open(tmp_path / "a.png").convert("RGB")))
+    frame, data = jpeg(quantise(x))
+    assert data == (tmp_path / "a.jpg").read_bytes()
+    assert np.array_equal(frame, np.asarray(Image.open(tmp_path / "a.jpg").convert("RGB")))
+
+
+def test_tiktok_skips_monochrome_and_flat_targets_like_the_dataset():
+    from magicpose_core.evaluate.tiktok import center_crop_resize, is_skipped
+
+    textured = scene(0)
+    flat = np.full((96, 128, 3), 37, np.uint8)
+    faint = flat.copy()
+    faint[::2, ::2] += 1                                 # varies, but std of the [-1, 1] tensor ~ 0.004 < 0.02
+    assert not is_skipped(textured, center_crop_resize(textured, 64))
+    assert is_skipped(flat, center_crop_resize(flat, 64)) and is_skipped(faint, center_crop_resize(faint, 64))

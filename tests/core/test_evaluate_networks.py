@@ -154,3 +154,93 @@ def test_a_missing_metrics_library_gives_one_clear_message(weights, monkeypatch,
     r = evaluate(frames, frames, settings=EvaluationSettings(metrics=(metric, "psnr"), weights_dir=str(weights)))
     assert hint in r.unavailable[metric] and "magicpose[metrics]" in r.unavailable[metric]
     assert r.summary["psnr"] == 100.0                            # the others still run
+
+
+def test_face_alignment_is_a_least_squares_similarity_without_reflection(monkeypatch):
+    import sys
+
+    from magicpose_core.evaluate.face import ARCFACE_TEMPLATE, similarity
+
+    a, scale, shift = np.deg2rad(20.0), 1.7, np.array([30.0, -12.0])
+    sr = scale * np.array([[np.cos(a), -np.sin(a)], [np.sin(a), np.cos(a)]])
+    src = np.random.default_rng(6).uniform(0, 200, (5, 2))
+    np.testing.assert_allclose(similarity(src, src @ sr.T + shift), np.hstack([sr, shift[:, None]]), atol=1e-9)
+    mirrored = ARCFACE_TEMPLATE * [-1.0, 1.0]                    # no similarity maps it: the fit stays a rotation
+    assert np.linalg.det(similarity(mirrored, ARCFACE_TEMPLATE)[:, :2]) > 0
+    assert similarity(np.ones((5, 2)), ARCFACE_TEMPLATE) is None  # degenerate points: the frame is skipped
+    for name in [m for m in sys.modules if m == "skimage" or m.startswith("skimage.")]:
+        monkeypatch.delitem(sys.modules, name)
+    monkeypatch.setitem(sys.modules, "skimage", None)
+    with pytest.raises(MetricUnavailable, match=r"scikit-image.*magicpose\[metrics\]"):
+        similarity(src, ARCFACE_TEMPLATE)
+
+
+# ------------------------------------------------------------------------------------------ TikTok table
+
+def _save_frames(folder, frames, suffix=".png"):
+    from PIL import Image
+
+    folder.mkdir(parents=True)
+    for i, f in enumerate(frames):
+        Image.fromarray(f).save(folder / f"{i:04d}{suffix}")
+
+
+def _pan(rng, n, h, w):
+    """n frames of a smooth random texture panning right (a stand-in dance clip)."""
+    import cv2
+
+    base = cv2.resize(rng.integers(0, 256, (h // 4, w, 3), dtype=np.uint8), (w * 2, h), interpolation=cv2.INTER_CUBIC)
+    return [np.ascontiguousarray(base[:, 2 * t:2 * t + w]) for t in range(n)]
+
+
+def test_tiktok_table_end_to_end_from_clips_and_results(weights, tmp_path):
+    import json
+
+    from magicpose_core.evaluate.__main__ import main
+    from magicpose_core.evaluate.tiktok import center_crop_resize, jpeg, load_vae, quantise
+
+    rng = np.random.default_rng(7)
+    vae = eval_standins.sd15_vae_file(tmp_path)
+    clips, results = tmp_path / "clips", tmp_path / "results"
+    long_clip = _pan(rng, 18, 40, 56)                     # reference + 17 targets: two 16-frame clips for FID-VID
+    short_clip = _pan(rng, 6, 56, 40)
+    short_clip[3] = np.full_like(short_clip[3], 90)       # a monochrome target: the dataset skips it
+    _save_frames(clips / "vid_a", long_clip)
+    _save_frames(clips / "vid_b", short_clip)
+    noisy = [np.clip(f.astype(int) + rng.normal(0, 6, f.shape), 0, 255).astype(np.uint8) for f in long_clip[1:]]
+    _save_frames(results / "vid_a", [center_crop_resize(f, 32) for f in noisy])              # one per target
+    _save_frames(results / "vid_b", [center_crop_resize(f, 32) for f in short_clip[1:]], ".jpg")  # incl. skipped
+    out = tmp_path / "out"
+    argv = ["tiktok", str(results), "--clips", str(clips), "--vae", str(vae), "--size", "32", "--weights-dir",
+            str(weights), "--metrics", "ssim,psnr,psnr_disco,l1,lpips,fid,fid_vid", "--out", str(out)]
+    assert main(argv) == 0
+    data = json.loads((out / "tiktok.json").read_text())
+    m, counts, videos = data["metrics"], data["counts"], data["videos"]
+    assert counts == {"videos": 2, "pairs": 17 + 4, "skipped_targets": 1, "fid_vid_clips": 2, "fid_vid_videos": 1}
+    assert not data["unavailable"] and set(videos) == {"vid_a", "vid_b"}
+    assert m["psnr_disco"]["published"] == "29.53" and "published" not in m["psnr"]
+    pooled = (17 * videos["vid_a"]["psnr"] + 4 * videos["vid_b"]["psnr"]) / 21         # every frame pair counts once
+    assert m["psnr"]["value"] == pytest.approx(pooled) and m["psnr_disco"]["value"] >= m["psnr"]["value"]
+    assert m["fid_vid"]["value"] == pytest.approx(videos["vid_a"]["fid_vid"])          # one video long enough
+    assert m["fid_per_video"]["value"] == pytest.approx((videos["vid_a"]["fid"] + videos["vid_b"]["fid"]) / 2)
+    assert m["fid"]["value"] > 0 and len(data["per_frame"]["psnr"]) == 21
+    table = (out / "tiktok.txt").read_text()
+    assert "of 2 videos" in table and "29.53" in table and "FID-VID, per-video mean" in table and "per video:" in table
+    # the ground truth on disk is the official script's: 32² crop, VAE round trip, save_image's JPEG
+    gt_files = sorted((out / "gt" / "vid_a").glob("*.jpg"))
+    assert len(gt_files) == 17 and len(list((out / "gt" / "vid_b").glob("*.jpg"))) == 4
+    expected = jpeg(quantise(load_vae(vae)(center_crop_resize(long_clip[1], 32))))[1]
+    assert gt_files[0].read_bytes() == expected
+
+    # the official script's own layout (<n>/gen_images + gt_images) scores the same frames to the same values
+    official = tmp_path / "official" / "0"
+    (official / "gt_images").mkdir(parents=True)
+    for f in gt_files:
+        (official / "gt_images" / f.name).write_bytes(f.read_bytes())
+    _save_frames(official / "gen_images", [center_crop_resize(f, 32) for f in noisy])
+    assert main(["tiktok", str(official.parent), "--weights-dir", str(weights), "--metrics", "psnr,psnr_disco,ssim",
+                 "--out", str(tmp_path / "out2")]) == 0
+    again = json.loads((tmp_path / "out2" / "tiktok.json").read_text())["metrics"]
+    for key in ("psnr", "psnr_disco", "ssim"):
+        assert again[key]["value"] == pytest.approx(videos["vid_a"][key], abs=1e-12)
+    assert main(["tiktok", str(results), "--out", str(tmp_path / "out3")]) == 2       # no clips/VAE: a clear error

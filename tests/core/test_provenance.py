@@ -1,6 +1,7 @@
 """Provenance core: the payload names the pack and its pyproject version; RivaGAN marks survive real
 encoders (h264, vp9 through the pack's own writer) and are read back with the label by the check and the CLI;
-unmarked real photos are not flagged; a missing watermark package is reported once and stops nothing."""
+unmarked real photos are not flagged; the RivaGAN files ship with the pack (an installed invisible-watermark is
+the fallback); missing files are reported once and stop nothing."""
 from __future__ import annotations
 
 import json
@@ -17,8 +18,6 @@ from magicpose_core.media.video import encode_video
 from magicpose_core.provenance import check, label, payload, watermark
 
 ROOT = Path(__file__).resolve().parents[2]
-needs_model = pytest.mark.skipif(watermark.unavailable_reason() is not None,
-                                 reason=str(watermark.unavailable_reason()))
 
 
 def photo(name: str = "astronaut", size: tuple[int, int] = (320, 256)) -> np.ndarray:
@@ -63,7 +62,6 @@ def test_label_metadata_and_finding_it():
     assert label.find_label({"prompt": "{}", "comment": "made with love"}) is None
 
 
-@needs_model
 def test_embed_decode_on_a_real_photo_keeps_size_and_is_invisible():
     import cv2
 
@@ -81,7 +79,6 @@ def test_embed_decode_on_a_real_photo_keeps_size_and_is_invisible():
         watermark.embed(img.astype(np.float32), bits)
 
 
-@needs_model
 @pytest.mark.parametrize("format,crf", [("mp4", 28), ("webm", 32)])
 def test_real_encoder_round_trip_is_detected_with_its_label(tmp_path, format, crf):
     marked = list(watermark.mark_frames(clip("astronaut")))
@@ -95,7 +92,6 @@ def test_real_encoder_round_trip_is_detected_with_its_label(tmp_path, format, cr
     assert report.label == f"AI-generated with MagicPose {payload.pack_version()}"
 
 
-@needs_model
 def test_unmarked_real_video_and_photos_are_not_flagged(tmp_path):
     from PIL import Image
 
@@ -108,7 +104,6 @@ def test_unmarked_real_video_and_photos_are_not_flagged(tmp_path):
         assert not check.check_file(str(tmp_path / f"{name}.png")).present
 
 
-@needs_model
 def test_cli_reports_presence_payload_accuracy_and_label(tmp_path):
     from PIL import Image
 
@@ -142,6 +137,7 @@ sys.path.insert(0, {root!r})
 logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(message)s")
 import numpy as np
 from magicpose_core.provenance import watermark
+watermark.BUNDLED_DIR = {empty!r}        # ... and the pack's rivagan/ folder lost its files
 from magicpose_core.media.video import encode_video
 assert watermark.frame_marker(True) is None and watermark.frame_marker(True) is None
 assert watermark.frame_marker(False) is None
@@ -149,16 +145,60 @@ encode_video(iter([np.zeros((64, 64, 3), np.uint8)] * 2), {path!r}, 8, "mp4")
 print("written")
 """
 
+SHIPPED = {"rivagan_encoder.onnx": "66bc7814fadac7d686105c8ab26c6cf2cc8e40deb83e67bb6ef5b9de9b8ece0d",
+           "rivagan_decoder.onnx": "6b006690cf352fa50a91a0b6d6241dbcded0a9957969e2c0665cf9a7011b3880"}
 
-def test_missing_package_is_reported_once_and_stops_nothing(tmp_path):
+
+def test_the_pack_ships_the_rivagan_files_of_the_wheel_with_their_licence():
+    import hashlib
+
+    folder = Path(watermark.BUNDLED_DIR)
+    assert folder == ROOT / "magicpose_core" / "provenance" / "rivagan"
+    for name, digest in SHIPPED.items():
+        assert hashlib.sha256((folder / name).read_bytes()).hexdigest() == digest, name
+        assert digest in (folder / "SOURCE.md").read_text()                # the recorded provenance
+    assert "MIT License" in (folder / "LICENSE").read_text() and "invisible-watermark 0.2.0" in (
+        folder / "SOURCE.md").read_text()
+    code = ("import sys; sys.modules['imwatermark'] = None; from magicpose_core.provenance import watermark; "
+            "print(watermark.model_paths()[0]); print(watermark.unavailable_reason())")
+    r = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.split() == [str(folder / "rivagan_encoder.onnx"), "None"]    # no package needed
+
+
+def test_an_installed_invisible_watermark_package_is_the_fallback(tmp_path, monkeypatch):
+    import shutil
+
+    fake = tmp_path / "site" / "imwatermark"                           # the wheel's layout, no __init__ code run
+    fake.mkdir(parents=True)
+    (fake / "__init__.py").write_text("raise ImportError('never imported: only its files are used')\n")
+    for name in SHIPPED:
+        shutil.copy(Path(watermark.BUNDLED_DIR) / name, fake / name)
+    monkeypatch.syspath_prepend(str(tmp_path / "site"))
+    monkeypatch.setattr(watermark, "BUNDLED_DIR", str(tmp_path / "empty"))
+    watermark._sessions.cache_clear()
+    try:
+        assert watermark.model_paths() == (str(fake / "rivagan_encoder.onnx"), str(fake / "rivagan_decoder.onnx"))
+        img = np.random.default_rng(0).integers(0, 256, (64, 96, 3), dtype=np.uint8)
+        assert watermark.embed(img, payload.payload_bits()).shape == img.shape
+        (fake / "rivagan_decoder.onnx").unlink()                       # an incomplete package does not count
+        watermark._sessions.cache_clear()
+        assert "reinstall the pack" in watermark.unavailable_reason()
+    finally:
+        watermark._sessions.cache_clear()
+
+
+def test_missing_model_files_are_reported_once_and_stop_nothing(tmp_path):
     path = str(tmp_path / "v.mp4")
-    r = subprocess.run([sys.executable, "-c", BLOCKED.format(root=str(ROOT), path=path)], capture_output=True,
-                       text=True, timeout=120)
+    r = subprocess.run([sys.executable, "-c", BLOCKED.format(root=str(ROOT), path=path, empty=str(tmp_path))],
+                       capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr
     assert r.stdout.strip() == "written" and Path(path).is_file()
     warned = [line for line in r.stderr.splitlines() if "WITHOUT the invisible watermark" in line]
     assert len(warned) == 1 and 'pip install --no-deps "invisible-watermark==0.2.0"' in warned[0]
-    code = ("import sys; sys.modules['imwatermark'] = None; from magicpose_core.provenance.__main__ import main; "
+    assert "reinstall the pack" in warned[0]
+    code = ("import sys; sys.modules['imwatermark'] = None; from magicpose_core.provenance import watermark; "
+            f"watermark.BUNDLED_DIR = {str(tmp_path)!r}; from magicpose_core.provenance.__main__ import main; "
             f"sys.exit(main(['check', {path!r}]))")
     r = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert r.returncode == 2 and "not checked" in r.stdout and "--no-deps" in r.stdout

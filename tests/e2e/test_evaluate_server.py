@@ -35,6 +35,8 @@ def test_evaluate_node_runs_on_the_server(server, tmp_path):
     data = json.loads(png.with_suffix(".json").read_text())
     clipped = (a.astype(int) + 4 > 255).mean()
     assert data["metrics"]["psnr"]["value"] < 100 and data["metrics"]["l1"]["value"] > 0
+    # |gen - GT| <= 4: no square reaches 256, so DisCo's wrapped-around PSNR equals the correct one here
+    assert data["metrics"]["psnr_disco"]["value"] == pytest.approx(data["metrics"]["psnr"]["value"], abs=1e-9)
     assert data["metrics"]["l1"]["value"] == pytest.approx(4 * (1 - clipped) / (64 * 64), rel=0.05)
     assert "vgg16-397923af.pth" in data["unavailable"]["lpips"]       # no weights on the server: a clear reason
-    assert "PSNR" in png.with_suffix(".txt").read_text()
+    assert "PSNR (DisCo protocol)" in png.with_suffix(".txt").read_text()

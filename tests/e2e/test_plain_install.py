@@ -6,7 +6,9 @@ a shipped API workflow run end to end on the factory's tiny weights with the def
 DWPose's two ONNX files come through the real huggingface_hub download code from a stand-in hub on 127.0.0.1
 (HF_ENDPOINT) that serves small ONNX files with the real models' input/output signatures (support/pose_fakes.py);
 they are fetched once, into models/magicpose/dwpose/, and found there on the next run. The node shows which
-detector ran (progress text on the node, and the log).
+detector ran (progress text on the node, and the log). Provenance needs nothing beyond requirements.txt either:
+Frames to Video on that server writes a video that the check CLI (run with the plain venv's Python) finds
+watermarked and labelled, with the RivaGAN files the pack ships and no invisible-watermark package installed.
 """
 from __future__ import annotations
 
@@ -46,10 +48,12 @@ def plain_python(comfy_root) -> str:
 def test_plain_env_is_what_a_user_gets(plain_python):
     code = ("import importlib.util, numpy; "
             "print(numpy.__version__, importlib.util.find_spec('mediapipe') is None, "
-            "importlib.util.find_spec('controlnet_aux') is None, importlib.util.find_spec('diffusers') is None)")
+            "importlib.util.find_spec('controlnet_aux') is None, importlib.util.find_spec('diffusers') is None, "
+            "importlib.util.find_spec('imwatermark') is None)")
     out = subprocess.run([plain_python, "-c", code], capture_output=True, text=True, timeout=120, check=True).stdout
-    version, no_mp, no_aux, no_diffusers = out.split()
+    version, no_mp, no_aux, no_diffusers, no_imwatermark = out.split()
     assert int(version.split(".")[0]) >= 2 and no_mp == "True" and no_aux == "True" and no_diffusers == "True", out
+    assert no_imwatermark == "True", out                 # the watermark must work from the files the pack ships
 
 
 def test_shipped_workflow_runs_after_a_plain_install_with_dwpose_from_the_hub(plain_python, comfy_root,
@@ -106,6 +110,31 @@ def test_shipped_workflow_runs_after_a_plain_install_with_dwpose_from_the_hub(pl
             result = srv.run(wf, timeout=900)
             assert result.status == "success", result.error_message()
             assert all(hub.downloads(f) == 1 for f in DWPOSE_FILES), hub.requests   # ... and found on disk after
+
+            _frames_to_video_marks_and_labels(srv, plain_python, tmp)
         finally:
             srv.stop()
     figures.record("plain install: end-to-end test incl. server start/stop (s)", round(time.perf_counter() - t_test, 1))
+
+
+def _frames_to_video_marks_and_labels(srv, plain_python: str, tmp: Path) -> None:
+    """Frames to Video with its defaults (mp4, crf 19, watermark on) on a real photo (RivaGAN needs natural image
+    content: the tiny random model's frames carry the mark too, but it cannot be read back from noise)."""
+    import cv2
+    from PIL import Image
+    from support.pose_data import astronaut
+
+    Image.fromarray(cv2.resize(astronaut(), (256, 256), interpolation=cv2.INTER_AREA)).save(tmp / "photo.png")
+    prompt = {"1": {"class_type": "LoadImage", "inputs": {"image": srv.upload_image(tmp / "photo.png")}},
+              "2": {"class_type": "MagicPoseFramesToVideo",
+                    "inputs": {"images": ["1", 0], "fps": 8.0, "format": "mp4", "crf": 19,
+                               "filename_prefix": "plain/marked", "save_output": True}}}
+    result = srv.run(prompt, timeout=300)
+    assert result.status == "success", f"{result.error_message()}\n{srv.log_tail()}"
+    video = srv.output_path(result.outputs["2"]["images"][0])
+    r = subprocess.run([plain_python, "-m", "magicpose_core.provenance", "check", str(video)], cwd=ROOT,
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stdout + r.stderr                        # 0: every file carries the mark
+    assert "watermark: PRESENT" in r.stdout and "decoded payload: MagicPose" in r.stdout, r.stdout
+    assert "label: AI-generated with MagicPose" in r.stdout, r.stdout
+    assert "WITHOUT the invisible watermark" not in srv.log_path.read_text(errors="replace")

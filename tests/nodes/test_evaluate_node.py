@@ -37,13 +37,15 @@ def test_identical_images_report_json_and_plot_files(node, comfy):
                                 images=imgs, ground_truth=imgs.clone())
     table, text, plot = res.result
     data = json.loads(text)
-    assert data["metrics"]["ssim"]["value"] == 1.0 and data["metrics"]["psnr"]["value"] == 100.0
+    assert data["metrics"]["ssim"]["value"] == 1.0
+    assert data["metrics"]["psnr"]["value"] == data["metrics"]["psnr_disco"]["value"] == 100.0
     assert data["metrics"]["l1"]["value"] == 0.0 and "warp_error" in data["metrics"]
     assert "lpips" not in data["unavailable"]                     # learned metrics off: not attempted
     assert plot.ndim == 4 and plot.shape[0] == 1 and plot.shape[-1] == 3 and plot.dtype == torch.float32
     files = _files(Path(folder_paths.get_output_directory()) / "evaltest", "same")
     assert set(files) == {".txt", ".json", ".png"}
     assert json.loads(files[".json"].read_text())["frames"] == 4 and "SSIM" in files[".txt"].read_text()
+    assert "PSNR (DisCo protocol): DisCo's script" in table and "PSNR: 20*log10" in table
     saved = res.ui.as_dict()["images"][0]
     assert saved["filename"] == files[".png"].name and saved["type"] == "output"
 
@@ -108,3 +110,22 @@ def test_pose_accuracy_of_a_real_photo_through_the_node(node, pack):
     data = json.loads(res.result[1])
     assert data["metrics"]["pck_body@0.05"]["value"] == 1.0 and data["metrics"]["nme_face"]["value"] < 0.05
     assert "ssim" in data["unavailable"]                           # no ground truth given
+
+
+def test_tiktok_ground_truth_vae_round_trip_equals_comfyui_vae_encode_decode(comfy, tmp_path):
+    """The TikTok table's ground truth (diffusers AutoencoderKL on the ldm keys) is what ComfyUI's own VAE Encode
+    -> VAE Decode gives with the same SD1.5 VAE weights (both use the posterior mean)."""
+    import comfy.sd
+    from safetensors.torch import load_file
+    from support import eval_standins
+
+    from magicpose_core.evaluate.tiktok import load_vae
+
+    path = eval_standins.sd15_vae_file(tmp_path)
+    sd = {k.removeprefix("first_stage_model."): v for k, v in load_file(str(path)).items()}
+    vae = comfy.sd.VAE(sd=sd)
+    rgb = (frames(n=1, h=32, w=40)[0].numpy() * 255).round().astype(np.uint8)
+    with torch.inference_mode():
+        theirs = vae.decode(vae.encode(torch.from_numpy(rgb)[None].float() / 255))[0].float().cpu().numpy()
+    ours = np.clip((load_vae(path)(rgb) + 1) / 2, 0, 1)          # (32, 40, 3) in [0, 1], ComfyUI's output range
+    assert np.abs(ours - theirs).max() < 1e-4 and ours.std() > 0.01

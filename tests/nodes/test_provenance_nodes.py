@@ -1,6 +1,6 @@
 """Provenance in the nodes, on real ComfyUI: Frames to Video marks every frame by default (mp4 and the gif
 path's VIDEO output), writes the label next to core's prompt/workflow tags, has a working off switch and keeps
-working without the watermark package (one message); Watermark Image and Check Provenance round trip."""
+working without the RivaGAN files (one message); Watermark Image and Check Provenance round trip."""
 from __future__ import annotations
 
 import importlib
@@ -27,13 +27,6 @@ def mods(pack):
 def core(pack):
     return (importlib.import_module("magicpose_pack.magicpose_core.provenance.check"),
             importlib.import_module("magicpose_pack.magicpose_core.provenance.watermark"))
-
-
-@pytest.fixture(scope="module", autouse=True)
-def needs_model(core):
-    reason = core[1].unavailable_reason()
-    if reason:
-        pytest.skip(reason)
 
 
 def photo_frames(n: int = 3, size: int = 256) -> torch.Tensor:
@@ -117,9 +110,10 @@ def test_check_provenance_reads_a_video_file_and_its_label(mods):
     assert present and "label: AI-generated with MagicPose" in text and accuracy >= 28 / 32
 
 
-def test_missing_package_frames_to_video_still_works_and_says_so_once(mods, core, monkeypatch, caplog):
+def test_missing_model_files_frames_to_video_still_works_and_says_so_once(mods, core, monkeypatch, caplog, tmp_path):
     wm = core[1]
     monkeypatch.setitem(sys.modules, "imwatermark", None)  # as if invisible-watermark were not installed
+    monkeypatch.setattr(wm, "BUNDLED_DIR", str(tmp_path))  # ... and the pack's rivagan/ folder were empty
     monkeypatch.setattr(wm, "_warned", False)
     wm._sessions.cache_clear()
     try:

@@ -1,7 +1,7 @@
 """Random-weight stand-ins with the real layouts of the metric networks (tests never download weights):
 torchvision's VGG-16 ``features.*`` (LPIPS), a TorchScript module with clean-fid's Inception interface, the
-3D ResNet-50 checkpoint layout (``state_dict`` with ``module.`` prefixes) and a face-recognition ONNX file
-with ArcFace's (N, 3, 112, 112) -> (N, 512) interface."""
+3D ResNet-50 checkpoint layout (``state_dict`` with ``module.`` prefixes), a face-recognition ONNX file
+with ArcFace's (N, 3, 112, 112) -> (N, 512) interface and the SD1.5 VAE (ldm keys) of the TikTok ground truth."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -82,4 +82,19 @@ def face_onnx_file(folder: Path) -> Path:
     model.ir_version = 8
     path = folder / "w600k_r50.onnx"
     onnx.save(model, str(path))
+    return path
+
+
+def sd15_vae_file(folder: Path) -> Path:
+    """The SD1.5 VAE in the ldm layout of the converted checkpoint (``first_stage_model.`` keys, fp16, all 248
+    tensors at the real widths), random values (the factories' initialisation): the ground-truth VAE of the
+    TikTok table."""
+    from safetensors.torch import save_file
+    from support.factories import init_tensor
+
+    from magicpose_core.weights import layout as L
+
+    sd = {L.VAE_PREFIX + k: init_tensor(L.VAE_PREFIX + k, shape).half() for k, shape in L.vae_layout().items()}
+    path = folder / "sd15_vae.safetensors"
+    save_file(sd, str(path))
     return path
