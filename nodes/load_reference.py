@@ -1,6 +1,6 @@
 """MagicPoseLoadReference: fit the identity photo to the model size, VAE-encode it, wrap it as MAGICPOSE_REFERENCE.
 
-Official preparation (magicpose-method.md §4, §5.6): centre square crop, bilinear resize to 512, VAE latent
+Official preparation (docs/method.md §4, §5.5): centre square crop, bilinear resize to 512, VAE latent
 (x0.18215 applied later by ``latent_format.process_in``). The fit is ``magicpose_core.media.geometry`` (shared with
 Extract Pose and Frames to Video); the encode is ``nodes.vae_encode`` (ComfyUI mode, or the official sample).
 """

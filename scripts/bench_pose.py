@@ -1,6 +1,6 @@
 """Pose extraction + rendering speed (frames per second) on this machine, 512 x 512 frames, MediaPipe.
 
-Frames: a synthetic clip of the scikit-image astronaut moved by a known sway (pose.md §6.1; no human video ships
+Frames: a synthetic clip of the scikit-image astronaut moved by a known sway (docs/pose.md §6.1; no human video ships
 in any registry package). Stages, each timed over the whole clip after one warm-up frame:
 - detect: MediaPipe Holistic per frame (static mode) and in tracking mode (what ExtractPose uses for videos);
 - process: person selection, hysteresis, gap filling, One Euro smoothing and the fit to 512 x 512;
@@ -31,7 +31,7 @@ from magicpose_core.pose.pipeline import ExtractSettings, process_sequence, rend
 
 
 def synthetic_clip(frames: int, size: int) -> list[np.ndarray]:
-    """The astronaut, resized to size x size, swaying +-12 px / +-3 deg / +-5 % (pose.md §6.1)."""
+    """The astronaut, resized to size x size, swaying +-12 px / +-3 deg / +-5 % (docs/pose.md §6.1)."""
     import skimage.data
 
     img = cv2.resize(skimage.data.astronaut(), (size, size), interpolation=cv2.INTER_AREA)

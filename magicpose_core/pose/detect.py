@@ -4,7 +4,7 @@
 RGB uint8 (H, W, 3) image gives a ``PoseFrame`` in that image's pixels, points below the detector's own score
 threshold already removed; ``detect_raw`` keeps the raw scores for temporal hysteresis (smoothing.py).
 
-Backends (pose.md §3):
+Backends (docs/pose.md §3):
 - ``mediapipe``: MediaPipe 0.10.21 legacy Holistic (pose 33 + face 478 + hands), models inside the wheel, fully
   offline; an optional extra (it pins numpy<2). Apache-2.0.
 - ``dwpose``: DWPose ONNX (``yolox_l.onnx`` + ``dw-ll_ucoco_384.onnx``) on onnxruntime. Apache-2.0.

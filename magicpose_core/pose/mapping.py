@@ -1,10 +1,10 @@
-"""Other detectors' keypoint layouts -> the OpenPose layout of ``keypoints.Person`` (pose.md §4).
+"""Other detectors' keypoint layouts -> the OpenPose layout of ``keypoints.Person`` (docs/pose.md §4).
 
 Tables (facts, with sources):
-- MediaPipe Pose-33 -> OpenPose-18: pose.md §4.1 (MediaPipe pose landmark model card; neck = shoulder midpoint).
+- MediaPipe Pose-33 -> OpenPose-18: docs/pose.md §4.1 (MediaPipe pose landmark model card; neck = shoulder midpoint).
 - MediaPipe FaceMesh-468/478 -> iBUG-68: LatentSync (ByteDance, Apache-2.0) ``landmark_points_68``, validated in
-  pose.md §4.2 against dlib (3.6-4.2 % NME); pupils = iris centres 468 (subject's right) and 473 (left).
-- COCO-17 / COCO-WholeBody-133 (DWPose, RTMW) -> OpenPose-18/70/21: pose.md §4.3 (DWPose ``wholebody.py`` neck
+  docs/pose.md §4.2 against dlib (3.6-4.2 % NME); pupils = iris centres 468 (subject's right) and 473 (left).
+- COCO-17 / COCO-WholeBody-133 (DWPose, RTMW) -> OpenPose-18/70/21: docs/pose.md §4.3 (DWPose ``wholebody.py`` neck
   rule and index map, behaviour only).
 
 All functions take pixel coordinates plus per-point scores and return a ``Person`` with the raw scores kept
@@ -30,7 +30,7 @@ NECK = 1
 MP_POSE_TO_OPENPOSE = [0, -1, 12, 14, 16, 11, 13, 15, 24, 26, 28, 23, 25, 27, 5, 2, 8, 7]
 MP_LEFT_SHOULDER, MP_RIGHT_SHOULDER = 11, 12
 
-# iBUG-68 index -> MediaPipe FaceMesh vertex (LatentSync, Apache-2.0; pose.md §4.2)
+# iBUG-68 index -> MediaPipe FaceMesh vertex (LatentSync, Apache-2.0; docs/pose.md §4.2)
 FACEMESH_TO_IBUG68 = [
     162, 234, 93, 58, 172, 136, 149, 148, 152, 377, 378, 365, 397, 288, 323, 454, 389,  # jaw 0-16
     71, 63, 105, 66, 107, 336, 296, 334, 293, 301,                                      # brows 17-26
@@ -44,7 +44,7 @@ MP_IRIS_RIGHT, MP_IRIS_LEFT = 468, 473  # OpenPose face 68 (right pupil), 69 (le
 # OpenPose-18 slot -> COCO-17 index (slot 1, the neck, is the mean of COCO 5 and 6)
 COCO17_TO_OPENPOSE = [0, -1, 6, 8, 10, 5, 7, 9, 12, 14, 16, 11, 13, 15, 2, 1, 4, 3]
 COCO_LEFT_SHOULDER, COCO_RIGHT_SHOULDER = 5, 6
-# COCO-WholeBody-133 ranges (pose.md §4.3): 0-16 body, 17-22 feet (not drawn), 23-90 face-68, 91-111 left hand,
+# COCO-WholeBody-133 ranges (docs/pose.md §4.3): 0-16 body, 17-22 feet (not drawn), 23-90 face-68, 91-111 left hand,
 # 112-132 right hand
 WB_FACE = slice(23, 91)
 WB_LEFT_HAND = slice(91, 112)
@@ -77,7 +77,7 @@ def _body18(xy: np.ndarray, score: np.ndarray, table: list[int], left_sh: int, r
     return body
 
 
-MP_VISIBILITY = 0.5      # MediaPipe's visibility threshold for the plausibility checks (pose.md §4.1)
+MP_VISIBILITY = 0.5      # MediaPipe's visibility threshold for the plausibility checks (docs/pose.md §4.1)
 KNEE_DROP = 0.05         # a knee must lie at least this many torso lengths below its hip (an ankle below its knee)
 LEGS = ((8, 9, 10), (11, 12, 13))  # OpenPose (hip, knee, ankle): right, left
 
@@ -164,7 +164,7 @@ def coco17_to_body18(xy: np.ndarray, score: np.ndarray, width: int, height: int)
 def coco_wholebody_to_person(xy: np.ndarray, score: np.ndarray, width: int, height: int) -> Person:
     """COCO-WholeBody-133 (DWPose/RTMW output: pixels (133, 2), scores (133,)) -> Person.
 
-    The face has 68 points; pupils are synthesised as eye-contour centroids (pose.md §1.5). Feet are dropped
+    The face has 68 points; pupils are synthesised as eye-contour centroids (docs/pose.md §1.5). Feet are dropped
     (openpose_full does not draw them).
     """
     xy, score = np.asarray(xy, dtype=np.float64), np.asarray(score, dtype=np.float64)

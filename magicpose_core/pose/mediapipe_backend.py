@@ -1,10 +1,10 @@
 """MediaPipe Holistic detector (pose 33 + face 478 + two hands), offline: the models ship in the wheel.
 
 MediaPipe 0.10.21's legacy ``solutions`` (removed in 0.10.30) contain only ``pose_landmark_full``, so
-``model_complexity=1`` is pinned (0 or 2 try to download, pose.md §3.1). ``refine_face_landmarks=True`` adds
+``model_complexity=1`` is pinned (0 or 2 try to download, docs/pose.md §3.1). ``refine_face_landmarks=True`` adds
 the iris centres used as OpenPose pupils. Holistic's left hand is the subject's left hand. In ``video`` mode
 Holistic tracks between frames (re-detecting only on loss) and smooths its landmarks: faster and far less
-jittery on video (pose.md §6.1); ``reset()`` starts a new sequence. Landmark mapping: mapping.py (which also
+jittery on video (docs/pose.md §6.1); ``reset()`` starts a new sequence. Landmark mapping: mapping.py (which also
 drops the lower body MediaPipe invents on half-body framing).
 
 Hands: Holistic finds hands only from its own pose-based crops and misses most hands in real photos (none on the
@@ -92,7 +92,7 @@ def find_hand(hands, rgb: np.ndarray, shoulder: np.ndarray, elbow: np.ndarray,
 
 
 class MediaPipeDetector(BaseDetector):
-    """Single-person MediaPipe Holistic; body scores are MediaPipe visibilities (threshold 0.5, pose.md §4.1)."""
+    """Single-person MediaPipe Holistic; body scores are MediaPipe visibilities (threshold 0.5, docs/pose.md §4.1)."""
 
     name = "mediapipe"
     threshold = 0.5

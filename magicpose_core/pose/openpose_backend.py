@@ -1,7 +1,7 @@
 """CMU OpenPose through controlnet_aux: MagicPose's own training detector (body 18, hands 21, facenet 70).
 
 MagicDance@a515a1f misc_scripts/detect_openpose_map_tiktok.py used ControlNet 1.1's ``annotator/openpose``
-(Body, Hand, Face) on full-resolution frames (magicpose-method.md §5.5); controlnet_aux 0.0.10's
+(Body, Hand, Face) on full-resolution frames (docs/method.md §5.4); controlnet_aux 0.0.10's
 ``OpenposeDetector`` is that code. We call it (never copy it): ``from_pretrained(local_folder)`` loads
 ``body_pose_model.pth``, ``hand_pose_model.pth`` and ``facenet.pth`` from the folder (lllyasviel/Annotators),
 and ``detect_poses(image, include_hand=True, include_face=True)`` returns 0-1 keypoints that we turn into

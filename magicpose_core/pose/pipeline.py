@@ -3,7 +3,7 @@
 Coordinates: detection, selection and smoothing work in each source frame's pixels; the fit
 (``magicpose_core.media.geometry``, the same code path as the reference and the frames) maps them to the output canvas,
 where retargeting happens (the reference keypoints live there); maps are drawn back at source resolution and
-fitted like the frames (render.py, pose.md §1.6), and POSE_KEYPOINT is written on the output canvas, in pixels
+fitted like the frames (render.py, docs/pose.md §1.6), and POSE_KEYPOINT is written on the output canvas, in pixels
 (default: what comfyui_controlnet_aux's DWPose and core SDPose write, and what both draw) or 0-1.
 
 Missing people: a few empty frames are a warning (smoothing bridges short gaps); a sequence with nobody in any
@@ -36,7 +36,7 @@ class ExtractSettings:
 
     width: int = 512
     height: int = 512
-    fit: str = "center_crop"            # as the official code (magicpose-method.md §5.6)
+    fit: str = "center_crop"            # as the official code (docs/method.md §5.5)
     body: bool = True
     hands: bool = True
     face: bool = True

@@ -1,8 +1,8 @@
 """Keypoints -> ControlNet 1.1 "openpose_full" pose map, pixel-identical to controlnet_aux 0.0.10.
 
 MagicPose's pose ControlNet was trained on maps drawn by ControlNet 1.1 ``annotator/openpose/util.py``
-(MagicDance@a515a1f misc_scripts/detect_openpose_map_tiktok.py, behaviour only; magicpose-method.md §5.5).
-This module is written from the spec in pose.md §1 and is checked against controlnet_aux's ``draw_bodypose`` /
+(MagicDance@a515a1f misc_scripts/detect_openpose_map_tiktok.py, behaviour only; docs/method.md §5.4).
+This module is written from the spec in docs/pose.md §1 and is checked against controlnet_aux's ``draw_bodypose`` /
 ``draw_handpose`` / ``draw_facepose`` (0 differing pixels, tests/core/test_pose_render.py):
 
 - body: 17 limbs as filled ``cv2.ellipse2Poly`` polygons (semi-axes length/2 and 4 px) in colour x 0.6, then the
@@ -13,7 +13,7 @@ This module is written from the spec in pose.md §1 and is checked against contr
 
 Those drawing functions take 0-1 keypoints and truncate ``x * W``; we go through the same normalised value
 (``(x / W) * W``) so truncation agrees bit for bit. Strokes are fixed in pixels, so *where* the map is drawn
-matters (pose.md §1.6): ``render_pose_fitted`` draws at the source frame's size and then crops/letterboxes/resizes
+matters (docs/pose.md §1.6): ``render_pose_fitted`` draws at the source frame's size and then crops/letterboxes/resizes
 with ``magicpose_core.media.geometry`` (the same code path as the frames and the reference), as the official data was
 drawn at 604x1080 and centre-cropped to 512.
 """
@@ -30,7 +30,7 @@ from ..media.geometry import FitGeometry, fit_geometry, fit_images
 from ..media.images import from_uint8
 from .keypoints import MAX_CANVAS, PoseFrame
 
-# Joint colours (RGB) of the 18 OpenPose body points; limb i is drawn in colour i x 0.6 (pose.md §1.2).
+# Joint colours (RGB) of the 18 OpenPose body points; limb i is drawn in colour i x 0.6 (docs/pose.md §1.2).
 BODY_COLORS = [(255, 0, 0), (255, 85, 0), (255, 170, 0), (255, 255, 0), (170, 255, 0), (85, 255, 0), (0, 255, 0),
                (0, 255, 85), (0, 255, 170), (0, 255, 255), (0, 170, 255), (0, 85, 255), (0, 0, 255), (85, 0, 255),
                (170, 0, 255), (255, 0, 255), (255, 0, 170), (255, 0, 85)]
@@ -40,7 +40,7 @@ LIMBS = [(1, 2), (1, 5), (2, 3), (3, 4), (5, 6), (6, 7), (1, 8), (8, 9), (9, 10)
 LIMB_COLORS = [tuple(int(c * 0.6) for c in BODY_COLORS[i]) for i in range(len(LIMBS))]
 STICK_WIDTH = 4      # ellipse minor semi-axis (limbs ~8 px wide)
 JOINT_RADIUS = 4
-# 20 hand edges (pose.md §1.4) and the colour OpenCV actually draws for hsv_to_rgb(e / 20, 1, 1) * 255
+# 20 hand edges (docs/pose.md §1.4) and the colour OpenCV actually draws for hsv_to_rgb(e / 20, 1, 1) * 255
 # (OpenCV rounds the float scalar half-to-even, so e.g. 76.50000000000001 -> 77 and 229.49999999999997 -> 229).
 HAND_EDGES = [(0, 1), (1, 2), (2, 3), (3, 4), (0, 5), (5, 6), (6, 7), (7, 8), (0, 9), (9, 10), (10, 11), (11, 12),
               (0, 13), (13, 14), (14, 15), (15, 16), (0, 17), (17, 18), (18, 19), (19, 20)]
@@ -54,7 +54,7 @@ HAND_DOT_COLOR = (0, 0, 255)
 FACE_DOT_RADIUS = 3
 FACE_DOT_COLOR = (255, 255, 255)
 EPS = 0.01           # ControlNet's "point exists" test on integer pixels of hands and faces
-TRAINING_CANVAS = 604  # short side of the official training frames (604x1080 TikTok), pose.md §1.6
+TRAINING_CANVAS = 604  # short side of the official training frames (604x1080 TikTok), docs/pose.md §1.6
 RENDER_CANVASES = ("source", "training", "output")
 
 

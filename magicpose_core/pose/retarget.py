@@ -1,12 +1,12 @@
 """Retargeting a driving pose track onto the reference person's body and face.
 
 Without it MagicPose draws the reference person with the driving video's proportions, the top complaint of
-every peer pack (pose.md §7; MimicMotionWrapper #23/#85/#89, WanAnimatePreprocess #23). Modes:
+every peer pack (docs/pose.md §7; MimicMotionWrapper #23/#85/#89, WanAnimatePreprocess #23). Modes:
 
 - ``global``: one isotropic scale + offset that maps the driver's body onto the reference body at calibration
   (the RMS spread of the shared body joints, centroids aligned); the MimicMotion ``get_video_pose`` idea
-  (pose.md §7), applied to body, hands and face alike.
-- ``per_bone``: the tree walk of UniAnimate / WanAnimatePreprocess (pose.md §7), generalised: the neck is placed
+  (docs/pose.md §7), applied to body, hands and face alike.
+- ``per_bone``: the tree walk of UniAnimate / WanAnimatePreprocess (docs/pose.md §7), generalised: the neck is placed
   by the global map, then every bone is walked outward from the neck keeping the driver's direction and scaling
   the driver's length by the bone's calibration ratio (reference length / driver's typical length, the 90th
   percentile over the track), so at calibration length every bone has exactly the reference length and
@@ -15,7 +15,7 @@ every peer pack (pose.md §7; MimicMotionWrapper #23/#85/#89, WanAnimatePreproce
 - face expression transfer (both modes, when the reference has a face): the reference's jaw, nose, face box,
   eye distance and jaw width are kept; the eye, pupil, brow and mouth *shapes* come from the driver (scaled
   isotropically by the inter-ocular ratio, so ratios such as mouth opening / width carry over exactly); the
-  driver's head roll is applied. No peer pack does this (peers.md §2.2).
+  driver's head roll is applied. No peer pack does this.
 
 ``strength`` blends from the driver (0) to the retargeted pose (1). All coordinates are output-canvas pixels.
 """

@@ -1,8 +1,8 @@
 """Video stabilisation of keypoint tracks: person selection, confidence hysteresis, gap filling, One Euro filter.
 
-MagicPose generates every frame independently (magicpose-method.md §9), so keypoint jitter becomes flicker and
+MagicPose generates every frame independently (docs/method.md §9), so keypoint jitter becomes flicker and
 a joint that blinks on and off makes a limb flash; the authors name OpenPose's instability as their main
-weakness. What is done here, in order (pose.md §6.2):
+weakness. What is done here, in order (docs/pose.md §6.2):
 
 1. person selection per frame: the largest (or the i-th from the left) in the first frame, then the person
    whose box overlaps the previous choice most (IoU), so the track does not jump between people;
@@ -33,7 +33,7 @@ PERSON_MODES = ("largest", "index", "all")
 class SmoothingConfig:
     """One Euro parameters in pixel units (time base = the video's fps) and the track-repair limits."""
 
-    min_cutoff: float = 0.7        # Hz; lower = smoother when still (pose.md §6.2 starts at 1.0)
+    min_cutoff: float = 0.7        # Hz; lower = smoother when still (docs/pose.md §6.2 starts at 1.0)
     beta: float = 0.03             # speed coefficient, per px/s at 512 px; higher = less lag when moving
     d_cutoff: float = 1.0          # Hz, cut-off of the speed estimate (Casiez et al.)
     face_factor: float = 0.5       # face min_cutoff = min_cutoff x this (smoother: dots are small)
@@ -240,7 +240,7 @@ def stabilize(people: list[Person | None], fps: float, threshold: float,
 
 
 def jitter(xy: np.ndarray) -> float:
-    """Mean |x[t+1] - 2 x[t] + x[t-1]| over a (T, ..., 2) trajectory (pose.md §6.1's jitter metric)."""
+    """Mean |x[t+1] - 2 x[t] + x[t-1]| over a (T, ..., 2) trajectory (docs/pose.md §6.1's jitter metric)."""
     xy = np.asarray(xy, dtype=np.float64)
     second = xy[2:] - 2 * xy[1:-1] + xy[:-2]  # (T-2, ..., 2)
     return float(np.linalg.norm(second, axis=-1).mean())

@@ -14,8 +14,8 @@ from magicpose_core.media.geometry import FIT_MODES, PAD_MODES, FitGeometry, cro
 #   centre crop keeps the largest centred region of the target aspect; letterbox scales by
 #   min(dst_w/src_w, dst_h/src_h), rounds the box and centres it with floor division.
 EXPECTED = {
-    # portrait 604x1080 (the official example pose frames) -> 512x512
-    (604, 1080, 512, 512, "center_crop"): ((0, 238, 604, 604), (0, 0, 512, 512)),      # rows 238-842 (method §5.6)
+    # portrait 604x1080 (the official example pose frames) -> 512x512, docs/method.md §5.5
+    (604, 1080, 512, 512, "center_crop"): ((0, 238, 604, 604), (0, 0, 512, 512)),      # rows 238-842
     (604, 1080, 512, 512, "letterbox"): ((0, 0, 604, 1080), (113, 0, 286, 512)),       # 604*512/1080 = 286.3
     (604, 1080, 512, 512, "stretch"): ((0, 0, 604, 1080), (0, 0, 512, 512)),
     # landscape 1920x1080 -> 512x512

@@ -1,4 +1,4 @@
-"""MediaPipe / COCO-WholeBody -> OpenPose tables and missing-point rules (pose.md §4)."""
+"""MediaPipe / COCO-WholeBody -> OpenPose tables and missing-point rules (docs/pose.md §4)."""
 from __future__ import annotations
 
 import numpy as np
@@ -19,7 +19,7 @@ def _coded(n: int, width: int = 1000) -> np.ndarray:
 
 
 def test_coco17_matches_dwposes_own_index_formulation():
-    """pose.md §4.3: DWPose appends the neck as index 17, then new[[1,2,3,4,6,7,8,9,10,12,13,14,15,16,17]] =
+    """docs/pose.md §4.3: DWPose appends the neck as index 17, then new[[1,2,3,4,6,7,8,9,10,12,13,14,15,16,17]] =
     old[[17,6,8,10,7,9,12,14,16,13,15,2,1,4,3]]; nose and LShoulder (0, 5) stay in place."""
     xy, score = _coded(17), np.linspace(0.5, 0.9, 17)
     body = coco17_to_body18(xy, score, 1000, 1000)

@@ -69,7 +69,7 @@ def test_keypoints_on_real_photos(detector, name):
 
 
 def test_video_tracking_and_smoothing_on_a_synthetic_clip():
-    """24 frames of the astronaut moved by a known sway (pose.md §6.1): back-projected keypoints stay put."""
+    """24 frames of the astronaut moved by a known sway (docs/pose.md §6.1): back-projected keypoints stay put."""
     img = astronaut()
     n = 24
     shifts = np.stack([12 * np.sin(np.arange(n) * 0.5), 6 * np.cos(np.arange(n) * 0.4)], 1)  # (T, 2)

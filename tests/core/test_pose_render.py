@@ -1,5 +1,5 @@
 """The renderer against controlnet_aux 0.0.10's draw_bodypose / draw_handpose / draw_facepose (ControlNet 1.1
-openpose_full): 0 differing pixels, and the official draw-at-source-then-crop geometry (pose.md §1.6)."""
+openpose_full): 0 differing pixels, and the official draw-at-source-then-crop geometry (docs/pose.md §1.6)."""
 from __future__ import annotations
 
 import numpy as np
@@ -83,7 +83,7 @@ def test_source_render_then_center_crop_reproduces_the_training_geometry():
     expect = np.asarray(Image.fromarray(source[238:842]).resize((512, 512), Image.BILINEAR)).astype(np.float32) / 255
     diff = np.abs(ours.numpy() - expect)
     assert diff.mean() < 0.004 and np.percentile(diff, 99.9) < 0.2
-    # stroke width after 604 -> 512: an 8 px limb becomes ~6.8 px (pose.md §1.6)
+    # stroke width after 604 -> 512: an 8 px limb becomes ~6.8 px (docs/pose.md §1.6)
     col = (ours.numpy()[:, :, 0] > 0.3) & (ours.numpy()[:, :, 1] < 0.1) & (ours.numpy()[:, :, 2] < 0.1)
     neck_sh = p.body[[1, 2], :2].mean(0)
     x, y = g.map_points(neck_sh)

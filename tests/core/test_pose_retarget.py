@@ -1,5 +1,5 @@
 """Retargeting: per_bone gives exactly the reference bone lengths; global fits scale + offset; the face transfer
-keeps the reference face geometry and carries the driver's expression (pose.md §7)."""
+keeps the reference face geometry and carries the driver's expression (docs/pose.md §7)."""
 from __future__ import annotations
 
 import numpy as np

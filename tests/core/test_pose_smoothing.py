@@ -1,4 +1,5 @@
-"""Stabilisation: One Euro jitter/lag on synthetic tracks, hysteresis, gap limits, person selection (pose.md §6)."""
+"""Stabilisation: One Euro jitter/lag on synthetic tracks, hysteresis, gap limits, person selection
+(docs/pose.md §6)."""
 from __future__ import annotations
 
 import numpy as np

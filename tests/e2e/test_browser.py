@@ -11,7 +11,7 @@
   it is never serialized, and it goes away for single images or when disabled in the settings.
 
 Chromium comes from Debian (``apt-get install chromium`` when missing: ``support.cdp.ensure_chromium``); the
-flags are those of ``comfyui-integration.md`` §12. Chromium is ended by PID and its profile removed.
+flags are those of ``docs/comfyui-integration.md`` §8. Chromium is ended by PID and its profile removed.
 """
 from __future__ import annotations
 

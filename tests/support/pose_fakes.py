@@ -6,7 +6,7 @@
   the person box: decoding, the crop affine and its inverse are checked against a known image position;
 - random-weight CMU OpenPose body/hand/face ``.pth`` files with the layouts controlnet_aux loads.
 
-ONNX files use onnx 1.17 with IR version 8 and opset 13 (pose.md §3.3).
+ONNX files use onnx 1.17 with IR version 8 and opset 13 (docs/pose.md §3.5).
 """
 from __future__ import annotations
 
