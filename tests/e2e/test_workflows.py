@@ -265,9 +265,9 @@ def test_video_dance_retarget_through_the_headless_client(server, factory_files,
     assert fraction_close(p.fps, FPS)                               # the driver's frame rate
     assert p.audio is not None and abs(p.audio_seconds - FRAMES / FPS) < 1 / FPS   # and its sound, trimmed
     assert np.ptp(p.images) > 0
-    bars = [ln for ln in r.stderr.splitlines() if '"Sampler" (MagicPoseSample) [' in ln]
+    bars = [ln for ln in r.stderr.splitlines() if '"Sampler" (MagicPoseSample):' in ln]   # the client's tqdm lines
     total = FRAMES * STEPS
-    assert bars and bars[-1].rstrip().endswith(f"{total}/{total} 100%"), r.stderr   # frames x steps
+    assert bars and "100%" in bars[-1] and f"| {total}/{total} [" in bars[-1], r.stderr   # frames x steps
     assert '"Driving pose" (MagicPoseExtractPose)' in r.stderr
 
 
@@ -314,7 +314,9 @@ def test_interrupt_mid_run_then_next_prompt_succeeds(server, factory_files, uplo
     assert sent.is_set()
     assert result.status == "interrupted", result.error_message()
     ticks = [v for node, v, _ in result.progress() if node == sampler]
-    assert ticks and max(ticks) < POSES * 40                          # stopped well before the end
+    # sent at the first tick: the sampler stops within a few steps, far from the end (80 ticks; a run that ignored
+    # the interrupt, or honoured it only at the next image, would reach 40 or more)
+    assert ticks and max(ticks) < POSES * 40 // 2, ticks
     assert not result.outputs.get(titled(api, "Output")[0])
     figures.record("workflows: interrupt honoured after (s)", round(time.perf_counter() - t0, 1))
     after = server.run(small(api, factory_files, uploaded, seed=1002, steps=1, one_pose=True), timeout=600)
