@@ -3,11 +3,13 @@ from __future__ import annotations
 
 from ..magicpose_core.model.temporal import TemporalOptions
 from ._api import io
-from .patch.model_patch import MagicPoseOptions, apply_magicpose, attach_pose_control
+from .patch.model_patch import AUTOCAST, MagicPoseOptions, apply_magicpose, attach_pose_control
 from .patch.run_sampling import as_reference, check_poses
 from .patch.temporal_sources import add_temporal_sources
 from .temporal_inputs import temporal_inputs
 from .types import MagicPoseModelType, MagicPoseReferenceType
+
+_OPTIONS = MagicPoseOptions()   # the official behaviour
 
 
 class MagicPoseApply(io.ComfyNode):
@@ -35,13 +37,13 @@ class MagicPoseApply(io.ComfyNode):
                                       tooltip="Positive conditioning; the pose ControlNet is attached here."),
                 io.Conditioning.Input("negative", tooltip="Negative conditioning; passed through unchanged (the "
                                       "official unconditional pass has no pose and no reference)."),
-                io.Float.Input("reference_strength", default=1.0, min=0.0, max=2.0, step=0.05,
+                io.Float.Input("reference_strength", default=_OPTIONS.reference_strength, min=0.0, max=2.0, step=0.05,
                                tooltip="Softmax weight of the reference tokens. 1 = official, 0 = off."),
-                io.Float.Input("reference_start", default=0.0, min=0.0, max=1.0, step=0.01, optional=True,
-                               advanced=True,
+                io.Float.Input("reference_start", default=_OPTIONS.reference_start, min=0.0, max=1.0, step=0.01,
+                               optional=True, advanced=True,
                                tooltip="Sampling progress at which the reference starts being used. Official: 0."),
-                io.Float.Input("reference_end", default=1.0, min=0.0, max=1.0, step=0.01, optional=True,
-                               advanced=True,
+                io.Float.Input("reference_end", default=_OPTIONS.reference_end, min=0.0, max=1.0, step=0.01,
+                               optional=True, advanced=True,
                                tooltip="Sampling progress after which the reference stops. Official: 1."),
                 io.Float.Input("pose_strength", default=1.0, min=0.0, max=2.0, step=0.05,
                                tooltip="Pose ControlNet strength. Official: 1."),
@@ -51,10 +53,11 @@ class MagicPoseApply(io.ComfyNode):
                 io.Float.Input("pose_end", default=1.0, min=0.0, max=1.0, step=0.01, optional=True,
                                advanced=True,
                                tooltip="Sampling progress after which the pose ControlNet stops. Official: 1."),
-                io.Int.Input("frame_batch", default=0, min=0, max=256, optional=True, advanced=True,
+                io.Int.Input("frame_batch", default=_OPTIONS.frame_batch, min=0, max=256, optional=True,
+                             advanced=True,
                              tooltip="Frames of the sampled batch the networks process at once (0 = all). Smaller "
                              "needs less memory for long videos; does not change the result."),
-                io.Combo.Input("autocast", options=["off", "bf16", "fp16"], default="off", optional=True,
+                io.Combo.Input("autocast", options=list(AUTOCAST), default=_OPTIONS.autocast, optional=True,
                                advanced=True,
                                tooltip="Run the networks under torch autocast in this precision. off = the MODEL's "
                                "own dtype (official: fp32 on CPUs)."),
@@ -74,9 +77,11 @@ class MagicPoseApply(io.ComfyNode):
                 autocast: str = "off", temporal_mode: str = "off", temporal_strength: float = 1.0,
                 temporal_start: float = 0.0, temporal_end: float = 1.0) -> io.NodeOutput:
         check_poses(poses)
-        options = MagicPoseOptions(reference_strength, reference_start, reference_end, frame_batch=frame_batch,
-                                   autocast=autocast)
-        m = apply_magicpose(model, magicpose, as_reference(reference), options)
-        m = add_temporal_sources(m, TemporalOptions(temporal_mode, temporal_strength, temporal_start, temporal_end))
-        pos = attach_pose_control(positive, magicpose.pose_controlnet, poses, pose_strength, pose_start, pose_end)
+        options = MagicPoseOptions(reference_strength=reference_strength, reference_start=reference_start,
+                                   reference_end=reference_end, frame_batch=frame_batch, autocast=autocast)
+        temporal = TemporalOptions(mode=temporal_mode, strength=temporal_strength, start=temporal_start,
+                                   end=temporal_end)
+        m = add_temporal_sources(apply_magicpose(model, magicpose, as_reference(reference), options), temporal)
+        pos = attach_pose_control(positive, magicpose.pose_controlnet, poses, pose_strength,
+                                  start_percent=pose_start, end_percent=pose_end)
         return io.NodeOutput(m, pos, negative)

@@ -146,6 +146,12 @@ def scaled(d: dict, factor: float) -> dict:
     return {k: v * factor for k, v in d.items()}
 
 
+def official_settings(pack, a: argparse.Namespace, steps: int, frame_batch: int):
+    """MagicPose Sampler's settings for the comparison: ddim on the magicpose_official schedule, shared noise."""
+    return pack.nodes.patch.run_sampling.SamplingSettings(seed=a.seed, steps=steps, cfg=a.cfg,
+                                                          scheduler="magicpose_official", frame_batch=frame_batch)
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # worker: ours vs the official structure
 
@@ -268,8 +274,8 @@ def worker_compare(a: argparse.Namespace) -> dict:
     with E.timed(dev.type) as t:
         clock["last"] = time.perf_counter()
         out = pack.nodes.patch.run_sampling.magicpose_sample(
-            ours_model, bundle, {"samples": z_raw}, poses, conditioning(ctx), conditioning(ctx), a.seed, steps, a.cfg,
-            "ddim", "magicpose_official", 1.0, frame_batch=fb, shared_noise=True)["samples"]
+            ours_model, bundle, {"samples": z_raw}, poses, conditioning(ctx), conditioning(ctx),
+            official_settings(pack, a, steps, fb))["samples"]
     note_peak("ours")
     while any(not tr.finished for tr in all_trajs):   # only when ours ran fewer steps than the official frames
         official_steps()
@@ -360,9 +366,8 @@ def extra_runs(a, pack, unet, bundle, ctx, poses, z_raw, out, dev) -> dict:
     def ours(frames: int, steps: int, autocast: str = "off"):
         with E.timed(dev.type) as t:
             lat = pack.nodes.patch.run_sampling.magicpose_sample(
-                unet, bundle, {"samples": z_raw}, poses[:frames], conditioning(ctx), conditioning(ctx), a.seed, steps,
-                a.cfg, "ddim", "magicpose_official", 1.0, frame_batch=frames, shared_noise=True,
-                options=P.MagicPoseOptions(autocast=autocast))["samples"]
+                unet, bundle, {"samples": z_raw}, poses[:frames], conditioning(ctx), conditioning(ctx),
+                official_settings(pack, a, steps, frames), options=P.MagicPoseOptions(autocast=autocast))["samples"]
         return lat.float(), t[0]
 
     if not a.skip_single:
@@ -420,11 +425,12 @@ def worker_reference(a: argparse.Namespace) -> dict:
     import comfy.sample
     import torch
     from parity.reference_impl import OfficialMagicPose
+    from support import factories
     from support.magicpose_env import pose_maps, reference_latent, text_context
 
     from magicpose_core.weights import layout as L
 
-    cfg = L.TINY_UNET if a.tiny else L.SD15_UNET
+    cfg = factories.TINY_UNET if a.tiny else L.SD15_UNET
     t0 = time.perf_counter()
     log("independent reference: building the diffusers UNets and ControlNet from the same weights")
     ref = OfficialMagicPose(lambda: E._part(L.MAIN_PREFIX, L.unet_layout(cfg)),
@@ -570,8 +576,8 @@ def worker_long(a: argparse.Namespace) -> dict:
         mem.take()
         with E.timed(dev.type) as t:
             out = pack.nodes.patch.run_sampling.magicpose_sample(
-                unet, bundle, {"samples": z_raw}, poses, conditioning(ctx), conditioning(ctx), a.seed, steps, a.cfg,
-                "ddim", "magicpose_official", 1.0, frame_batch=fb, shared_noise=True)["samples"]
+                unet, bundle, {"samples": z_raw}, poses, conditioning(ctx), conditioning(ctx),
+                official_settings(pack, a, steps, fb))["samples"]
         peak, peak_gpu = mem.take()
         assert out.shape == (n, 4, size // 8, size // 8)
         r = {"frames": n, "frame_batch": fb, "size": size, "steps": steps, "seconds": t[0],

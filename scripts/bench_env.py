@@ -76,11 +76,12 @@ def _part(prefix: str, shapes: dict) -> dict:
 def build_models(pack, tiny: bool, dtype: str) -> tuple[object, object, float]:
     """(main UNet ModelPatcher, MAGICPOSE_MODEL bundle, seconds) with weights in `dtype` ("fp32", "fp16", "bf16")."""
     import comfy.sd
+    from support import factories
 
     from magicpose_core.weights import layout as L
 
     t0 = time.perf_counter()
-    cfg = L.TINY_UNET if tiny else L.SD15_UNET
+    cfg = factories.TINY_UNET if tiny else L.SD15_UNET
     sd = _part(L.MAIN_PREFIX, L.unet_layout(cfg))
     unet = comfy.sd.load_diffusion_model_state_dict(sd, model_options={"dtype": torch_dtype(dtype)})
     del sd

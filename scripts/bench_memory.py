@@ -77,9 +77,10 @@ def main(argv=None) -> None:
         base = E.rss_bytes()
         mem.take()
         t0 = time.perf_counter()
-        lat = pack.nodes.patch.run_sampling.magicpose_sample(model, bundle, {"samples": z}, poses, conditioning(ctx),
-                                                   conditioning(ctx), 42, a.steps, 7.0, "ddim", "magicpose_official",
-                                                   1.0, frame_batch=fb, shared_noise=True)["samples"]
+        run_sampling = pack.nodes.patch.run_sampling
+        settings = run_sampling.SamplingSettings(steps=a.steps, scheduler="magicpose_official", frame_batch=fb)
+        lat = run_sampling.magicpose_sample(model, bundle, {"samples": z}, poses, conditioning(ctx), conditioning(ctx),
+                                            settings)["samples"]
         secs = time.perf_counter() - t0
         peak, peak_gpu = mem.take()
         stats = getattr(pack.nodes.patch.model_patch.magicpose_run(made[-1]), "stats", None)

@@ -1,6 +1,6 @@
 """The official MagicPose inference structure, driven on the same ComfyUI modules as ours (for `make bench`).
 
-What the official code does per frame and per DDIM step (magicpose-method.md §4, §7, §8; performance.md §3;
+What the official code does per frame and per DDIM step (docs/method.md §4, §7, §8; docs/performance.md §3;
 behaviour of MagicDance@a515a1f ddim.py p_sample_ddim and cldm.py ControlLDMReferenceOnlyPose.apply_model,
 facts only), reproduced here with our modules:
 1. the appearance UNet (ACM) on the clean reference latent at the current t, writing the bank (full forward: the
@@ -86,7 +86,7 @@ class OfficialStructure:
         t = tr.timesteps[i]
         a_t, a_prev = ac[t], (ac[tr.timesteps[i - 1]] if i > 0 else ac[0])
         e_c, e_u = self.eps(tr.x, t, tr.hint)
-        e = g.magicpose_cfg(e_u, e_c, cfg)
+        e = e_u + cfg * (e_c - e_u)  # the official CFG (ComfyUI's default combines the same way)
         x0 = (tr.x - (1 - a_t).sqrt() * e) / a_t.sqrt()
         tr.x = a_prev.sqrt() * x0 + (1 - a_prev).sqrt() * e
         tr.done += 1

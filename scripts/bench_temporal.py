@@ -28,7 +28,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))  # bench_env (the scripts folder; never the repo root)
 MIB = 1024 * 1024
 MODES = ("off", "first", "previous", "both")
-SD15_BANK_VALUES_512 = 11_550_720   # one frame's post-norm1 states at the 16 sites, 512x512 (magicpose-method.md §10)
+SD15_BANK_VALUES_512 = 11_550_720   # one frame's post-norm1 states at the 16 sites, 512x512 (docs/method.md §10)
 
 
 def parse_args(argv=None) -> argparse.Namespace:

@@ -23,12 +23,12 @@ is LiteGraph's execution order. The API format (``app.graphToPrompt``) has every
 two extras, a ``[node_id, output_index]`` pair per linked input, and ``_meta.title`` = the node's title (its
 display name unless renamed). Notes exist only in the UI format.
 
-Title convention (``magicpose_core/client.py``): ``Reference`` (LoadImage of the identity photo), ``Driving
+Title convention (``magicpose_core/client/workflow.py``): ``Reference`` (LoadImage of the identity photo), ``Driving
 video`` (LoadVideo), ``Driving poses`` (LoadImage of target-pose photos), ``Output`` (the node whose files are
 the result), plus ``Sampler``, ``Checkpoint``, ``MagicPose model``, ``Positive prompt`` / ``Prompt`` and
 ``Negative prompt`` for ``--set "Title.input=value"``.
 
-Defaults are the official inference settings (magicpose-method.md §8): 512x512, centre crop, ddim +
+Defaults are the official inference settings (docs/method.md §8): 512x512, centre crop, ddim +
 ddim_uniform, 50 steps, cfg 7, seed 42 (fixed), empty prompts, the same noise for every frame.
 """
 from __future__ import annotations
@@ -42,6 +42,19 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.append(str(ROOT))  # appended, never prepended (our nodes/ must not shadow ComfyUI's)
+
+from magicpose_core.model.constants import (  # noqa: E402  (no torch, no ComfyUI)
+    OFFICIAL_CFG,
+    OFFICIAL_SAMPLER,
+    OFFICIAL_SCHEDULER,
+    OFFICIAL_SEED,
+    OFFICIAL_SIZE,
+    OFFICIAL_STEPS,
+)
+from magicpose_core.weights import hub  # noqa: E402  (standard library only at import)
+
 WORKFLOWS = ROOT / "workflows"
 API_DIR = WORKFLOWS / "api"
 
@@ -51,8 +64,7 @@ MAGICPOSE_CKPT = "model_state-110000.pth"                  # the official .th un
 # download only for huggingface.co/civitai URLs and .safetensors/.sft/.ckpt/.pth/.pt names). The SD1.5 part is
 # not hosted anywhere (the converter writes it), so its URL is the README section that says how.
 MODELS = {
-    MAGICPOSE_CKPT: {"name": MAGICPOSE_CKPT, "url": "https://huggingface.co/Boese0601/MagicDance/resolve/main/"
-                     "model_state-110000.th", "directory": "magicpose"},
+    MAGICPOSE_CKPT: {"name": MAGICPOSE_CKPT, "url": hub.DOWNLOAD_URL, "directory": "magicpose"},
     SD15_CKPT: {"name": SD15_CKPT, "url": "https://github.com/magicpose-comfyui/magicpose#weights",
                 "directory": "checkpoints"},
 }
@@ -125,15 +137,15 @@ NODE_DEFS: dict[str, NodeDef] = {
         S("ckpt_name", "COMBO"), S("weight_dtype", "COMBO", "default"),
         S("download", "BOOLEAN", False)), (("MAGICPOSE_MODEL", "MAGICPOSE_MODEL"),), cnr_id=PACK_ID),
     "MagicPoseLoadReference": NodeDef("MagicPose Load Reference", (
-        S("image", "IMAGE"), S("vae", "VAE"), S("width", "INT", 512), S("height", "INT", 512),
+        S("image", "IMAGE"), S("vae", "VAE"), S("width", "INT", OFFICIAL_SIZE), S("height", "INT", OFFICIAL_SIZE),
         S("fit", "COMBO", "center_crop"), S("pad", "COMBO", "black"), S("encode", "COMBO", "mode (deterministic)"),
-        S("seed", "INT", 42), S("detector", "COMBO", "none"), S("allow_download", "BOOLEAN", False, True)),
+        S("seed", "INT", OFFICIAL_SEED), S("detector", "COMBO", "none"), S("allow_download", "BOOLEAN", False, True)),
         (("reference", "MAGICPOSE_REFERENCE"), ("image", "IMAGE")), cnr_id=PACK_ID),
     "MagicPoseExtractPose": NodeDef("MagicPose Extract Pose", (
         S("detector", "COMBO", "auto"), S("body", "BOOLEAN", True), S("hands", "BOOLEAN", True),
         S("face", "BOOLEAN", True), S("person", "COMBO", "largest"), S("smoothing", "COMBO", "medium"),
         S("fps", "FLOAT", 30.0), S("retarget", "COMBO", "none"), S("strength", "FLOAT", 1.0),
-        S("face_transfer", "BOOLEAN", True), S("width", "INT", 512), S("height", "INT", 512),
+        S("face_transfer", "BOOLEAN", True), S("width", "INT", OFFICIAL_SIZE), S("height", "INT", OFFICIAL_SIZE),
         S("fit", "COMBO", "center_crop"),
         S("images", "IMAGE", optional=True), S("pose_keypoint", "POSE_KEYPOINT", optional=True),
         S("person_index", "INT", 0, True), S("reference", "MAGICPOSE_REFERENCE,IMAGE", optional=True),
@@ -143,9 +155,10 @@ NODE_DEFS: dict[str, NodeDef] = {
         (("pose_maps", "IMAGE"), ("pose_keypoint", "POSE_KEYPOINT")), cnr_id=PACK_ID),
     "MagicPoseSample": NodeDef("MagicPose Sampler", (
         S("model", "MODEL"), S("magicpose", "MAGICPOSE_MODEL"), S("reference", REF_TYPES), S("poses", "IMAGE"),
-        S("positive", "CONDITIONING"), S("negative", "CONDITIONING"), S("seed", "INT", 42, control=True),
-        S("steps", "INT", 50), S("cfg", "FLOAT", 7.0), S("sampler_name", "COMBO", "ddim"),
-        S("scheduler", "COMBO", "ddim_uniform"), S("denoise", "FLOAT", 1.0), S("frame_batch", "INT", 4),
+        S("positive", "CONDITIONING"), S("negative", "CONDITIONING"), S("seed", "INT", OFFICIAL_SEED, control=True),
+        S("steps", "INT", OFFICIAL_STEPS), S("cfg", "FLOAT", OFFICIAL_CFG),
+        S("sampler_name", "COMBO", OFFICIAL_SAMPLER), S("scheduler", "COMBO", OFFICIAL_SCHEDULER),
+        S("denoise", "FLOAT", 1.0), S("frame_batch", "INT", 4),
         S("shared_noise", "BOOLEAN", True), S("reference_strength", "FLOAT", 1.0, True),
         S("pose_strength", "FLOAT", 1.0, True), S("park_bank_on_cpu", "BOOLEAN", False, True),
         S("autocast", "COMBO", "off", True), S("noise", "NOISE", optional=True),
@@ -508,7 +521,8 @@ def stylised_reference() -> Graph:
     g.add(16, "GetImageSize", (C2, ROW + 600), image=Out(9, 0))
     g.add(17, "EmptyLatentImage", (C3, ROW + 400), width=Out(16, 0), height=Out(16, 1), batch_size=Out(16, 2))
     g.add(10, "KSampler", (C4, ROW), "Sampler", model=Out(15, 0), positive=Out(15, 1), negative=Out(15, 2),
-          latent_image=Out(17, 0), seed=42, steps=50, cfg=7.0, sampler_name="ddim", scheduler="ddim_uniform")
+          latent_image=Out(17, 0), seed=OFFICIAL_SEED, steps=OFFICIAL_STEPS, cfg=OFFICIAL_CFG,
+          sampler_name=OFFICIAL_SAMPLER, scheduler=OFFICIAL_SCHEDULER)
     _result(g, C5, "SaveImage", "Result: one image per target pose", filename_prefix="MagicPose/stylised_reference")
     g.group("Inputs", (5, 7), GREEN)
     g.group("MagicPose as a MODEL patch: any SD1.5 checkpoint, core KSampler", (6, 9, 15, 16, 17, 10), PURPLE)
@@ -533,7 +547,8 @@ NOTES = {
         "video's frame rate and sound.\n\n"
         "**Frames** chooses the driving frames (frame_load_cap, skip_first_frames, select_every_nth, force_rate, as "
         "in VideoHelperSuite); fps and sound follow. Try a few frames first, e.g. frame_load_cap 16.\n\n"
-        "Official settings: 512x512, centre crop, ddim / ddim_uniform, 50 steps, cfg 7, seed 42, empty prompts, "
+        f"Official settings: {OFFICIAL_SIZE}x{OFFICIAL_SIZE}, centre crop, {OFFICIAL_SAMPLER} / {OFFICIAL_SCHEDULER}, "
+        f"{OFFICIAL_STEPS} steps, cfg {OFFICIAL_CFG:g}, seed {OFFICIAL_SEED}, empty prompts, "
         "the same noise for every frame. Fewer steps (20-30) are usually enough.\n\n"
         + _WEIGHTS + "\n\n"
         + _HEADLESS.format(name="video_dance_retarget", args="--reference ref.png --driving dance.mp4",

@@ -6,9 +6,9 @@ pass attends over ``cat([own, reference], dim=tokens)`` with its own frozen ``to
 unconditional pass is plain SD1.5. No scaling, masking or new parameters.
 
 Ported from MagicDance@a515a1f model_lib/ControlNet/ldm/modules/attention.py (BasicTransformerBlock.forward,
-write and read modes): behaviour only (magicpose-method.md §3.2, §3.5, §10).
+write and read modes): behaviour only (docs/method.md §3.2, §3.5, §10).
 
-Caching (magicpose-method.md §10): the bank depends only on the reference latent, the timestep, the text
+Caching (docs/method.md §10): the bank depends only on the reference latent, the timestep, the text
 context and the ACM weights, so one ACM pass per (timestep, context) serves every frame and frame chunk. The
 cache is general: a *source* is a set of 16 per-site tensors cached per step under a `CachePolicy` (the reference
 bank is the source ``"reference"``), and the read appends every source's tokens (`gather_sources`).

@@ -1,9 +1,12 @@
-"""MagicPose classifier-free guidance ("image-CFG").
+"""MagicPose classifier-free guidance ("image-CFG") and the official DDIM schedule.
 
 The conditional branch is SD1.5 + appearance bank + pose residuals, the unconditional branch is plain SD1.5
 with the same (empty) text: eps = eps_uncond + scale * (eps_cond - eps_uncond), official scale 7.
 Ported from MagicDance@a515a1f model_lib/ControlNet/ldm/models/diffusion/ddim.py (p_sample_ddim,
-controlnet_important): behaviour only (magicpose-method.md §7). ComfyUI's default CFG combines the same way.
+controlnet_important): behaviour only (docs/method.md §7). ComfyUI's default CFG combines the same way, so the
+pack has no CFG code: the patch decides only what each branch computes (nodes/patch/model_patch.py). This module
+holds the official DDIM schedule: SD1.5's alphas_cumprod, the uniform DDIM timesteps, and the test for a run that
+starts at the top of them.
 """
 from __future__ import annotations
 
@@ -12,11 +15,6 @@ import math
 import torch
 
 from .constants import LINEAR_END, LINEAR_START, NUM_TRAIN_TIMESTEPS
-
-
-def magicpose_cfg(eps_uncond: torch.Tensor, eps_cond: torch.Tensor, scale: float = 7.0) -> torch.Tensor:
-    """Image-CFG: uncond is plain SD (no bank, no pose); official scale 7."""
-    return eps_uncond + scale * (eps_cond - eps_uncond)
 
 
 def alphas_cumprod(num_timesteps: int = NUM_TRAIN_TIMESTEPS, linear_start: float = LINEAR_START,

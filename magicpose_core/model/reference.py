@@ -1,7 +1,7 @@
 """The reference identity: the MAGICPOSE_REFERENCE value passed between nodes.
 
 MagicPose (ICML 2024, arXiv 2311.12052) feeds the clean VAE latent of one reference photo to the
-Appearance Control Model at every denoising step (magicpose-method.md §4). This dataclass carries that
+Appearance Control Model at every denoising step (docs/method.md §4). This dataclass carries that
 latent plus what the other nodes need: its pixel size, a hash of the source (for caching and logs),
 the reference person's keypoints (for retargeting) and the fit geometry (for cropping outputs back).
 """

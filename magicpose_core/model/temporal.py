@@ -1,7 +1,7 @@
 """Temporal sources: multi-source self-attention across frames (a pack extension; the official code has none).
 
 MagicPose (ICML 2024, arXiv 2311.12052) renders every frame on its own and names temporal consistency as its first
-future work (magicpose-method.md §9). Its own mechanism, multi-source self-attention (§3.2), extends naturally: at
+future work (docs/method.md §9). Its own mechanism, multi-source self-attention (§3.2), extends naturally: at
 each of the 16 self-attention sites of the conditional pass, the post-``norm1`` states of an anchor frame at the
 same sampling step are appended after the reference bank,
 
@@ -35,7 +35,7 @@ from typing import Callable, Hashable, Sequence
 import torch
 
 MODES = ("off", "first", "previous", "both")
-MAX_STRENGTH = 4.0
+MAX_STRENGTH = 2.0  # upper limit of the temporal strength (also the nodes' temporal_strength maximum)
 
 SiteKey = tuple[str, int, int]
 Source = tuple[str, int]           # ("row", j): row j of the same call; ("frame", f): frame f from the cache
@@ -106,7 +106,7 @@ class CallPlan:
         return len(self.sources[0]) if self.sources else 0
 
 
-def plan_call(mode: str, cond_or_uncond: Sequence[int], batch: int, offset: int,
+def plan_call(mode: str, cond_or_uncond: Sequence[int], batch: int, offset: int, *,
               record_frames: set[int] = frozenset()) -> CallPlan:
     """Plan the anchors of one model call.
 
@@ -180,8 +180,9 @@ def gather_anchors(n: torch.Tensor, plan: CallPlan, strength: float,
     return extra, bias
 
 
-def attention_bias(batch: int, n_own: int, total: int, reference: tuple[int, float, torch.Tensor] | None,
-                   temporal: tuple[int, torch.Tensor] | None, device=None, dtype=torch.float32) -> torch.Tensor | None:
+def attention_bias(batch: int, n_own: int, total: int, *, reference: tuple[int, float, torch.Tensor] | None = None,
+                   temporal: tuple[int, torch.Tensor] | None = None, device=None,
+                   dtype=torch.float32) -> torch.Tensor | None:
     """Additive logit bias (B, 1, K) over the keys [own | reference | ... | anchors | ...], or None if all zero.
 
     reference: (end of the reference segment, log-weight, (B,) bool rows it applies to) — the segment starts right

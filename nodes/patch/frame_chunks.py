@@ -25,7 +25,7 @@ class ChunkState:
         self.controls.clear()
 
 
-def calc_in_chunks(executor, model, conds: list, x_in: torch.Tensor, timestep: torch.Tensor, model_options: dict,
+def calc_in_chunks(executor, model, conds: list, x_in: torch.Tensor, timestep: torch.Tensor, model_options: dict, *,
                    rows: int, state: ChunkState) -> list[torch.Tensor]:
     """`executor(model, conds, x_in, timestep, model_options)` on rows [s, s + rows) at a time; x_in (N, C, h, w)."""
     n = x_in.shape[0]

@@ -14,7 +14,7 @@ The bank cache keeps only the current step (one bank: ~44 MiB fp32 at 512x512), 
 The pose ControlNet is attached to the positive conditioning only (`attach_pose_control`).
 
 Behaviour ported from MagicDance@a515a1f cldm/cldm.py (ControlLDMReferenceOnlyPose.apply_model) and
-ldm/modules/attention.py (BasicTransformerBlock.forward): facts only (magicpose-method.md §3, §4, §7).
+ldm/modules/attention.py (BasicTransformerBlock.forward): facts only (docs/method.md §3, §4, §7).
 """
 from __future__ import annotations
 
@@ -251,17 +251,24 @@ class MagicPoseRun:
         return sink
 
     def after_call(self, state: CallState) -> None:
-        missing = check_sites(state.seen)
-        if not missing:
-            return
-        self.stats.missing_sites |= missing
-        msg = (f"MagicPose: the appearance bank was not read at {len(missing)} of 16 attention sites "
-               f"{sorted(missing)[:4]}: is the MODEL an SD1.5 UNet, or does another node replace its self-attention?")
-        if self.options.strict_sites:
-            raise RuntimeError(msg)
-        if "sites" not in self._warned:
-            self._warned.add("sites")
-            log.warning(msg)
+        report_missing_sites(state.seen, "MagicPose: the appearance bank was", stats=self.stats,
+                             strict=self.options.strict_sites, warned=self._warned)
+
+
+def report_missing_sites(seen: set, what: str, *, stats, strict: bool, warned: set[str]) -> None:
+    """After a conditional call: `what` ("... was") not read at all 16 sites is recorded in `stats.missing_sites`
+    and raised when `strict`, else warned about once (`warned`: the run's warnings already given)."""
+    missing = check_sites(seen)
+    if not missing:
+        return
+    stats.missing_sites |= missing
+    msg = (f"{what} not read at {len(missing)} of 16 attention sites {sorted(missing)[:4]}: is the MODEL an SD1.5 "
+           f"UNet, or does another node replace its self-attention?")
+    if strict:
+        raise RuntimeError(msg)
+    if "sites" not in warned:
+        warned.add("sites")
+        log.warning(msg)
 
 
 class ConditionalCallWrapper:
@@ -340,7 +347,8 @@ class CondBatchWrapper:
         dtype = AUTOCAST[o.autocast]
         ctx = contextlib.nullcontext() if dtype is None else torch.autocast(x_in.device.type, dtype=dtype)
         with ctx:
-            return calc_in_chunks(executor, model, conds, x_in, timestep, model_options, o.frame_batch, self.run.chunks)
+            return calc_in_chunks(executor, model, conds, x_in, timestep, model_options, rows=o.frame_batch,
+                                  state=self.run.chunks)
 
 
 def check_sd15(model) -> None:

@@ -11,7 +11,7 @@ from pure noise of unit variance in DDPM space (x_T = noise; ComfyUI would scale
 x / sqrt(1 + sigma^2)), as the official sampler does. A schedule split in two runs (KSamplerAdvanced steps, SplitSigmas)
 gets the official last step but ComfyUI's start-noise scale: its first part cannot be told from `ddim_uniform`.
 Behaviour of MagicDance@a515a1f
-ldm/models/diffusion/ddim.py (facts only, magicpose-method.md §8).
+ldm/models/diffusion/ddim.py (facts only, docs/method.md §8).
 """
 from __future__ import annotations
 
@@ -25,7 +25,7 @@ from ...magicpose_core.model.guidance import ddim_uniform_timesteps, official_st
 
 log = logging.getLogger("MagicPose")
 
-OFFICIAL_SCHEDULER = "magicpose_official"
+SCHEDULER_NAME = "magicpose_official"  # the official uniform DDIM timesteps, ending at sigma(t=0)
 
 
 def official_sigmas(model_sampling, steps: int) -> torch.Tensor:
@@ -33,7 +33,7 @@ def official_sigmas(model_sampling, steps: int) -> torch.Tensor:
     descending, then sigma(t=0) instead of 0."""
     table = getattr(model_sampling, "sigmas", None)
     if table is None or table.ndim != 1 or len(table) < 2:
-        raise ValueError(f"the {OFFICIAL_SCHEDULER} schedule needs a discrete-timestep (SD1.5-style) model; "
+        raise ValueError(f"the {SCHEDULER_NAME} schedule needs a discrete-timestep (SD1.5-style) model; "
                          f"this MODEL's sampling is {type(model_sampling).__name__}: pick another scheduler")
     ts = ddim_uniform_timesteps(max(1, min(int(steps), len(table) - 1)), len(table))[::-1]
     return torch.stack([table[t] for t in ts] + [table[0]]).float().cpu()
@@ -71,14 +71,14 @@ def _timestep(table: torch.Tensor, sigma: float) -> int | None:
 def register_official_scheduler() -> None:
     """Add `magicpose_official` to ComfyUI's scheduler tables (idempotent; appends, so other names keep their
     place). `KSampler.SCHEDULERS` is the list core nodes offer; another pack may have replaced it by a copy."""
-    if OFFICIAL_SCHEDULER not in comfy.samplers.SCHEDULER_HANDLERS:
-        comfy.samplers.SCHEDULER_HANDLERS[OFFICIAL_SCHEDULER] = comfy.samplers.SchedulerHandler(official_sigmas)
+    if SCHEDULER_NAME not in comfy.samplers.SCHEDULER_HANDLERS:
+        comfy.samplers.SCHEDULER_HANDLERS[SCHEDULER_NAME] = comfy.samplers.SchedulerHandler(official_sigmas)
     for names in (comfy.samplers.SCHEDULER_NAMES, comfy.samplers.KSampler.SCHEDULERS):
-        if OFFICIAL_SCHEDULER not in names:
-            names.append(OFFICIAL_SCHEDULER)
+        if SCHEDULER_NAME not in names:
+            names.append(SCHEDULER_NAME)
 
 
 def scheduler_names() -> list[str]:
     """ComfyUI's scheduler names with `magicpose_official` (once), for the sampler node's combo."""
     names = list(comfy.samplers.KSampler.SCHEDULERS)
-    return names if OFFICIAL_SCHEDULER in names else names + [OFFICIAL_SCHEDULER]
+    return names if SCHEDULER_NAME in names else names + [SCHEDULER_NAME]

@@ -1,7 +1,7 @@
 """All-in-one MagicPose sampling over a batch of pose frames with ComfyUI's samplers.
 
 Every frame uses the same reference and (by default) the same initial noise, as the official inference does
-(magicpose-method.md §8, §9). One sampling run covers every frame; the networks see `frame_batch` frames at a
+(docs/method.md §8, §9). One sampling run covers every frame; the networks see `frame_batch` frames at a
 time, step-major (frame_chunks.py), so the appearance bank of each step is computed once, serves every chunk and
 is dropped at the next step: memory does not grow with the number of steps, and the result does not depend on the
 chunk size.
@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+from dataclasses import dataclass
 
 import comfy.model_management
 import comfy.sample
@@ -17,6 +18,13 @@ import comfy.utils
 import latent_preview
 import torch
 
+from ...magicpose_core.model.constants import (
+    OFFICIAL_CFG,
+    OFFICIAL_SAMPLER,
+    OFFICIAL_SCHEDULER,
+    OFFICIAL_SEED,
+    OFFICIAL_STEPS,
+)
 from ...magicpose_core.model.reference import MagicPoseReference
 from ...magicpose_core.model.temporal import TemporalOptions
 from .model_patch import MagicPoseOptions, apply_magicpose, attach_pose_control, magicpose_run
@@ -24,6 +32,21 @@ from .official_schedule import register_official_scheduler
 from .temporal_sources import add_temporal_sources, with_anchor_frame
 
 log = logging.getLogger("MagicPose")
+
+
+@dataclass(frozen=True)
+class SamplingSettings:
+    """How MagicPose Sampler samples; the defaults are the node's (the official inference, model/constants.py)."""
+
+    seed: int = OFFICIAL_SEED
+    steps: int = OFFICIAL_STEPS
+    cfg: float = OFFICIAL_CFG
+    sampler_name: str = OFFICIAL_SAMPLER
+    scheduler: str = OFFICIAL_SCHEDULER
+    denoise: float = 1.0          # fraction of the schedule to run (1 = from pure noise)
+    frame_batch: int = 4          # frames the networks see at once; does not change the result
+    shared_noise: bool = True     # one x_T for every frame (official)
+    pose_strength: float = 1.0    # pose ControlNet strength (official: 1)
 
 
 def as_reference(reference) -> MagicPoseReference:
@@ -66,33 +89,34 @@ def initial_noise(noise_source, latent: torch.Tensor, seed: int, shared: bool) -
     return noise.expand(n, -1, -1, -1) if shared else noise  # (1, 4, h, w) -> (N, 4, h, w)
 
 
-def magicpose_sample(model, magicpose, reference, poses: torch.Tensor, positive, negative, seed: int, steps: int,
-                     cfg: float, sampler_name: str, scheduler: str, denoise: float = 1.0, frame_batch: int = 4,
-                     shared_noise: bool = True, options: MagicPoseOptions | None = None,
-                     pose_strength: float = 1.0, noise=None, temporal: TemporalOptions | None = None,
+def magicpose_sample(model, magicpose, reference, poses: torch.Tensor, positive, negative,
+                     settings: SamplingSettings | None = None, *, options: MagicPoseOptions | None = None,
+                     temporal: TemporalOptions | None = None, noise=None,
                      anchor_pose: torch.Tensor | None = None) -> dict:
     """Sample one latent per pose frame; returns a LATENT {"samples": (N, 4, H/8, W/8)}.
 
-    `noise`: an optional core NOISE object giving x_T instead of `seed`. `options.frame_batch` is set from
-    `frame_batch` (frames the networks see at once). `temporal`: temporal sources (temporal_sources.py; off by
-    default); `anchor_pose`: the video's first pose map, rendered as a hidden frame 0 when a frame range renders on
-    its own (temporal mode first/both)."""
+    `settings`: seed, steps, sampler, ... (default: the official inference). `options`: the patch's options;
+    its `frame_batch` is set from `settings.frame_batch`. `noise`: an optional core NOISE object giving x_T instead
+    of the seed. `temporal`: temporal sources (temporal_sources.py; off by default); `anchor_pose`: the video's first
+    pose map, rendered as a hidden frame 0 when a frame range renders on its own (temporal mode first/both)."""
+    s = settings or SamplingSettings()
     check_poses(poses)
     poses, hidden = with_anchor_frame(poses, anchor_pose, temporal)  # temporal sources: a range's hidden frame 0
     register_official_scheduler()  # idempotent; normally done at pack load
     ref = as_reference(reference)
     n, h, w = poses.shape[0], poses.shape[1] // 8, poses.shape[2] // 8
-    options = dataclasses.replace(options or MagicPoseOptions(), frame_batch=max(1, int(frame_batch)))
+    options = dataclasses.replace(options or MagicPoseOptions(), frame_batch=max(1, int(s.frame_batch)))
     m = apply_magicpose(model, magicpose, ref, options)
-    m = add_temporal_sources(m, temporal or TemporalOptions(), options.park_bank_on_cpu, options.strict_sites)
+    m = add_temporal_sources(m, temporal or TemporalOptions(), park_on_cpu=options.park_bank_on_cpu,
+                             strict_sites=options.strict_sites)
     run = magicpose_run(m)
 
     latent = comfy.sample.fix_empty_latent_channels(m, torch.zeros((n, 4, h, w)))
-    x_T = initial_noise(noise, latent, seed, shared_noise)
-    seed = int(getattr(noise, "seed", seed)) if noise is not None else seed  # the sampler's own randomness
-    pos = attach_pose_control(positive, magicpose.pose_controlnet, poses, pose_strength)
+    x_T = initial_noise(noise, latent, s.seed, s.shared_noise)
+    seed = int(getattr(noise, "seed", s.seed)) if noise is not None else s.seed  # the sampler's own randomness
+    pos = attach_pose_control(positive, magicpose.pose_controlnet, poses, s.pose_strength)
 
-    pbar = comfy.utils.ProgressBar(n * steps)
+    pbar = comfy.utils.ProgressBar(n * s.steps)
     previewer = latent_preview.get_previewer(m.load_device, m.model.latent_format)
 
     def callback(step, x0, x, total_steps):
@@ -100,9 +124,10 @@ def magicpose_sample(model, magicpose, reference, poses: torch.Tensor, positive,
         pbar.update_absolute((step + 1) * n, total_steps * n, preview)
 
     comfy.model_management.throw_exception_if_processing_interrupted()
-    samples = comfy.sample.sample(m, x_T, steps, cfg, sampler_name, scheduler, pos, negative, latent, denoise=denoise,
-                                  callback=callback, disable_pbar=not comfy.utils.PROGRESS_BAR_ENABLED, seed=seed)
+    samples = comfy.sample.sample(m, x_T, s.steps, s.cfg, s.sampler_name, s.scheduler, pos, negative, latent,
+                                  denoise=s.denoise, callback=callback, seed=seed,
+                                  disable_pbar=not comfy.utils.PROGRESS_BAR_ENABLED)
     log.info("MagicPose: %d frames (%d at a time), %d steps: appearance model ran %d times (%d bank hits), "
-             "bank cache peak %.1f MiB", n, options.frame_batch, steps, run.stats.acm_calls, run.stats.hits,
+             "bank cache peak %.1f MiB", n, options.frame_batch, s.steps, run.stats.acm_calls, run.stats.hits,
              run.stats.peak_cache_bytes / 2 ** 20)
     return {"samples": samples[hidden:].float()}

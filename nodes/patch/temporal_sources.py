@@ -25,7 +25,7 @@ import comfy.patcher_extension
 import torch
 from comfy.ldm.modules.attention import optimized_attention
 
-from ...magicpose_core.model.attention_bank import check_sites, site_key
+from ...magicpose_core.model.attention_bank import site_key
 from ...magicpose_core.model.constants import SITES
 from ...magicpose_core.model.temporal import (
     AnchorCache,
@@ -36,7 +36,7 @@ from ...magicpose_core.model.temporal import (
     gather_anchors,
     plan_call,
 )
-from .model_patch import CALL_KEY, ConditionalCallWrapper
+from .model_patch import CALL_KEY, ConditionalCallWrapper, report_missing_sites
 
 log = logging.getLogger("MagicPose")
 
@@ -150,7 +150,7 @@ class TemporalRun:
         start = starts.pop()
         total = self._frames or rows
         record = frames_needed_later(self.options.mode, start + rows, total) & set(range(start, start + rows))
-        return TemporalCall(plan_call(self.options.mode, cond_or_uncond, batch, start, record), keys)
+        return TemporalCall(plan_call(self.options.mode, cond_or_uncond, batch, start, record_frames=record), keys)
 
     def fetch(self, call: TemporalCall, site, chunk: int, frame: int) -> torch.Tensor:
         self.stats.cached_reads += 1
@@ -158,17 +158,8 @@ class TemporalRun:
         return self.cache.take(frame, call.keys[chunk], site, keep)
 
     def after_call(self, call: TemporalCall) -> None:
-        missing = check_sites(call.seen)
-        if not missing:
-            return
-        self.stats.missing_sites |= missing
-        msg = (f"MagicPose temporal sources were not read at {len(missing)} of 16 attention sites "
-               f"{sorted(missing)[:4]}: is the MODEL an SD1.5 UNet, or does another node replace its self-attention?")
-        if self.strict_sites:
-            raise RuntimeError(msg)
-        if "sites" not in self._warned:
-            self._warned.add("sites")
-            log.warning(msg)
+        report_missing_sites(call.seen, "MagicPose temporal sources were", stats=self.stats, strict=self.strict_sites,
+                             warned=self._warned)
 
 
 class TemporalReader:
@@ -215,7 +206,8 @@ class TemporalAttention:
         reference = None
         if ref_state is not None and start > n_own and ref_state.strength != 1.0:
             reference = (start, math.log(ref_state.strength), ref_state.cond_rows)
-        bias = attention_bias(q.shape[0], n_own, k.shape[1], reference, None if tb is None else (start, tb),
+        bias = attention_bias(q.shape[0], n_own, k.shape[1], reference=reference,
+                              temporal=None if tb is None else (start, tb),
                               device=q.device, dtype=q.dtype)
         return optimized_attention(q, k, v, heads, mask=bias, attn_precision=precision)  # bias (B, 1, K) or None
 

@@ -1,9 +1,11 @@
 """Bank math and cache: K/V extension on conditional rows, the duplication rule for unconditional rows, the cache
-policy (per (timestep, context), current step only vs every step, parking), and the CFG / schedule helpers."""
+policy (per (timestep, context), current step only vs every step, parking), the official schedule, and the CFG of
+the parity reference (tests/parity/reference_impl.py)."""
 from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
+from parity.reference_impl import magicpose_cfg
 
 from magicpose_core.model.attention_bank import (
     REFERENCE,
@@ -17,7 +19,7 @@ from magicpose_core.model.attention_bank import (
     site_key,
 )
 from magicpose_core.model.constants import SITES
-from magicpose_core.model.guidance import alphas_cumprod, ddim_uniform_timesteps, magicpose_cfg, official_start
+from magicpose_core.model.guidance import alphas_cumprod, ddim_uniform_timesteps, official_start
 
 
 def _attend(q, k, v, heads=2):

@@ -46,10 +46,10 @@ def test_frames_needed_by_later_chunks():
 
 
 def test_plan_in_batch_rows_cached_frames_and_uncond_rows():
-    p = plan_call("both", [0], 4, 0, {0, 3})
+    p = plan_call("both", [0], 4, 0, record_frames={0, 3})
     assert p.sources == ((None, None), (("row", 0), None), (("row", 0), ("row", 1)), (("row", 0), ("row", 2)))
     assert p.record == ((0, 0), (3, 3))
-    later = plan_call("both", [0], 2, 4, {5})                       # frames 4, 5 of a second chunk
+    later = plan_call("both", [0], 2, 4, record_frames={5})         # frames 4, 5 of a second chunk
     assert later.sources == ((("frame", 0), ("frame", 3)), (("frame", 0), ("row", 0)))
     mixed = plan_call("previous", [1, 0], 6, 0)                     # uncond rows 0-2, cond rows 3-5
     assert mixed.sources[:3] == ((None,),) * 3
@@ -81,7 +81,7 @@ def test_gathered_tokens_bias_and_masked_slot_exactness():
     assert tb[0, :5].eq(math.log(0.5)).all() and tb[0, 5:].eq(-math.inf).all() and tb[2].eq(math.log(0.5)).all()
     # a masked slot gets exactly zero weight: frame 1 attends as over [own, frame 0] only
     k = torch.cat([n, extra], 1)
-    bias = attention_bias(3, 5, 15, None, (5, tb), dtype=n.dtype)
+    bias = attention_bias(3, 5, 15, temporal=(5, tb), dtype=n.dtype)
     out = _attend(n, k, k, bias)
     only = torch.cat([n[:1], cached], 1)
     only_bias = torch.cat([torch.zeros(5), torch.full((5,), math.log(0.5))]).view(1, 1, 10).double()
@@ -95,7 +95,7 @@ def test_strength_multiplies_the_softmax_weight_of_each_anchor_key():
     q, own, anc = (torch.randn(1, m, 4, generator=g, dtype=torch.float64) for m in (1, 3, 3))
     s = 0.3
     k = torch.cat([own, anc], 1)
-    bias = attention_bias(1, 3, 6, None, (3, torch.full((1, 3), math.log(s), dtype=torch.float64)), dtype=q.dtype)
+    bias = attention_bias(1, 3, 6, temporal=(3, torch.full((1, 3), math.log(s), dtype=torch.float64)), dtype=q.dtype)
     out = _attend(q, k, k, bias, heads=1)
     w = torch.exp((q @ k.transpose(1, 2)) / 2.0)[0, 0] * torch.tensor([1, 1, 1, s, s, s], dtype=torch.float64)
     assert torch.allclose(out[0, 0], (w[:, None] * k[0]).sum(0) / w.sum(), atol=1e-12)
@@ -103,8 +103,8 @@ def test_strength_multiplies_the_softmax_weight_of_each_anchor_key():
 
 def test_attention_bias_segments_and_all_zero_fast_path():
     rows = torch.tensor([True, False])
-    assert attention_bias(2, 4, 12, (8, 0.0, rows), (8, torch.zeros(2, 4))) is None
-    b = attention_bias(2, 4, 14, (8, math.log(0.5), rows), (8, torch.full((2, 4), -math.inf)))
+    assert attention_bias(2, 4, 12, reference=(8, 0.0, rows), temporal=(8, torch.zeros(2, 4))) is None
+    b = attention_bias(2, 4, 14, reference=(8, math.log(0.5), rows), temporal=(8, torch.full((2, 4), -math.inf)))
     assert b.shape == (2, 1, 14)
     assert b[0, 0, 4:8].eq(math.log(0.5)).all() and b[1, 0, 4:8].eq(0).all() and b[:, 0, :4].eq(0).all()
     assert b[:, 0, 8:12].eq(-math.inf).all() and b[:, 0, 12:].eq(0).all()  # keys appended later by others: 0
@@ -147,7 +147,7 @@ class ToyNet:
             n = F.layer_norm(x, x.shape[-1:])
             extra, tb = site_hook(site, n)
             kv = torch.cat([n, extra], 1)
-            bias = attention_bias(x.shape[0], n.shape[1], kv.shape[1], None, (n.shape[1], tb), dtype=x.dtype)
+            bias = attention_bias(x.shape[0], n.shape[1], kv.shape[1], temporal=(n.shape[1], tb), dtype=x.dtype)
             x = x + _attend(n @ wq, kv @ wk, kv @ wv, bias) * (1 + t / 1000)
         return x
 
@@ -163,7 +163,7 @@ def _chunked(net, x0, mode, strength, chunk, steps=(981.0, 661.0, 341.0)):
         for start in range(0, total, chunk):
             end = min(total, start + chunk)
             record = frames_needed_later(mode, end, total) & set(range(start, end))
-            plan = plan_call(mode, [0], end - start, start, record)
+            plan = plan_call(mode, [0], end - start, start, record_frames=record)
 
             def hook(site, n, plan=plan, i=i):
                 got = gather_anchors(n, plan, strength,

@@ -17,11 +17,20 @@ import torch.nn.functional as F
 from support.figures import record
 from support.magicpose_env import comfy_models, conditioning, factory_parts, pose_maps, reference_latent, text_context
 
-from magicpose_core.model.temporal import anchor_frames
+from magicpose_core.model.constants import LATENT_SCALE_FACTOR
 
 pytestmark = [pytest.mark.comfy]
 
 SIZE, FRAMES, T = 64, 3, 501
+
+
+def anchors_of(frame: int, mode: str) -> list[int]:
+    """The documented anchor choice, stated here independently of magicpose_core.model.temporal: frame 0 has no
+    anchor; otherwise "first" reads frame 0, "previous" frame f-1, "both" the two, each frame at most once."""
+    if frame == 0:
+        return []
+    wanted = {"first": [0], "previous": [frame - 1], "both": [0, frame - 1]}[mode]
+    return sorted(set(wanted))
 
 
 class TemporalReadProcessor:
@@ -36,7 +45,7 @@ class TemporalReadProcessor:
         if self.store.get("read"):
             tm = self.temporal
             tm["states"][(tm["frame"], self.index)] = hidden_states
-            anchors = [tm["states"][(a, self.index)] for a in anchor_frames(tm["frame"], tm["mode"]) if a is not None]
+            anchors = [tm["states"][(a, self.index)] for a in anchors_of(tm["frame"], tm["mode"])]
             ref = self.store["bank"][self.index]
             kv = torch.cat([hidden_states, ref, *anchors], dim=1)  # (1, N + N_ref + A*N, C)
             bias = torch.zeros((1, 1, 1, kv.shape[1]), dtype=kv.dtype)
@@ -64,6 +73,7 @@ def test_cond_eps_matches_frames_rendered_one_by_one(pack, factory_files, mode):
         official.unet.get_submodule(name).set_processor(TemporalReadProcessor(official.store, i, tm))
 
     ctx, poses, z_raw = text_context(0), pose_maps(FRAMES, SIZE), reference_latent(SIZE)
+    z_ref = z_raw * LATENT_SCALE_FACTOR
     g = torch.Generator().manual_seed(12)
     z0 = torch.randn((FRAMES, 4, SIZE // 8, SIZE // 8), generator=g)
     noise = torch.randn((FRAMES, 4, SIZE // 8, SIZE // 8), generator=g)
@@ -74,7 +84,7 @@ def test_cond_eps_matches_frames_rendered_one_by_one(pack, factory_files, mode):
     theirs = []
     for f in range(FRAMES):
         tm["frame"] = f
-        e_c, _ = official.eps(x_t[f:f + 1], T, ctx, z_raw * 0.18215, poses[f:f + 1].movedim(-1, 1))
+        e_c, _ = official.eps(x_t[f:f + 1], T, ctx, z_ref, poses[f:f + 1].movedim(-1, 1))
         theirs.append(e_c)
     theirs = torch.cat(theirs)
 
@@ -103,5 +113,5 @@ def test_cond_eps_matches_frames_rendered_one_by_one(pack, factory_files, mode):
     plain_c = []
     for f in range(FRAMES):  # guard: the anchors matter (strength 0 would give the plain bank read)
         tm["frame"], tm["strength"] = f, 1e-30
-        plain_c.append(official.eps(x_t[f:f + 1], T, ctx, z_raw * 0.18215, poses[f:f + 1].movedim(-1, 1))[0])
+        plain_c.append(official.eps(x_t[f:f + 1], T, ctx, z_ref, poses[f:f + 1].movedim(-1, 1))[0])
     assert float((torch.cat(plain_c)[1:] - theirs[1:]).abs().max()) > 1e-3 * float(theirs.abs().max())
