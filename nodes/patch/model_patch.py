@@ -1,5 +1,8 @@
 """Patching the user's MODEL with MagicPose: the appearance bank inside ComfyUI's own sampling.
 
+Over 400 lines: the wrapper, the per-call plan and the attn1 patch share one call state; split apart, each
+piece would need the others' private fields.
+
 `apply_magicpose` clones the MODEL (the input is never mutated) and adds:
 - the appearance UNet (ACM) as an additional model, so ComfyUI loads and offloads it with the main model;
 - a DIFFUSION_MODEL wrapper keyed "magicpose": per model call with conditional rows, it obtains the bank for
