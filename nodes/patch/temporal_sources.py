@@ -11,7 +11,7 @@
 - an OUTER_SAMPLE wrapper that scopes one sampling run and releases its state in ``finally``.
 MagicPose's step-major frame chunks (`frame_batch`, frame_chunks.py) are followed per conditioning: a chunk reads
 the anchors that earlier chunks of the same step recorded, so the result does not depend on the chunk size. The
-math and its semantics are in magicpose_core/temporal.py; this is a pack extension, not official MagicPose
+math and its semantics are in magicpose_core/model/temporal.py; this is a pack extension, not official MagicPose
 behaviour (off by default).
 """
 from __future__ import annotations

@@ -18,7 +18,7 @@ MAX_LINES = 400
 LAYERS = {
     "media": set(), "weights": set(),
     "model": {"media"}, "pose": {"media", "weights"}, "provenance": set(),
-    "client": {"media"}, "evaluate": {"pose", "weights", "media"},
+    "client": {"media"}, "evaluate": {"pose", "weights"},
 }
 NODE_HELPERS = {"_api", "types", "models", "vae_encode", "pose_detectors", "temporal_inputs"}
 

@@ -49,9 +49,13 @@ def start_server(comfy_root, factory_files, base: Path, name: str, fault: bool =
     from support.server import PACK_DIR_NAME, ComfyServer
 
     trigger = base / "fault_once"
+    # One thread per server: two or three servers share this machine's cores, and OpenMP threads of processes
+    # that oversubscribe the cores spin against each other (2-frame ranges went from 1.5 s to 50 s). Every server
+    # of this module runs the same thread count, so the single render and the ranges stay bit-comparable.
+    env = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
     srv = ComfyServer(comfy_root, base, ROOT / ".cache" / "test-logs" / f"split-{name}-{os.getpid()}.log",
                       extra_args=["--whitelist-custom-nodes", PACK_DIR_NAME, "magicpose_test_fault"] if fault else None,
-                      env={"MAGICPOSE_TEST_FAULT": str(trigger)} if fault else None)
+                      env={**env, "MAGICPOSE_TEST_FAULT": str(trigger)} if fault else env)
     srv.prepare_base({"checkpoints": [factory_files["sd15"]], "magicpose": [factory_files["magicpose"]]})
     if fault:
         (base / "custom_nodes" / "magicpose_test_fault").symlink_to(FAULT_NODE, target_is_directory=True)

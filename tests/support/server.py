@@ -122,7 +122,7 @@ class ComfyServer:
             return
         self.proc.send_signal(signal.SIGINT)
         try:
-            self.proc.wait(timeout=15)
+            self.proc.wait(timeout=5)     # a test server holds nothing worth a longer graceful stop
         except subprocess.TimeoutExpired:
             self.proc.kill()
             self.proc.wait(timeout=15)
