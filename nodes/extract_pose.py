@@ -11,6 +11,7 @@ import comfy.utils
 import torch
 
 from ..magicpose_core.media.geometry import FIT_MODES, fit_geometry, fit_images, model_size_problem
+from ..magicpose_core.model.constants import OFFICIAL_SIZE
 from ..magicpose_core.pose.keypoints import (
     COORDINATE_MODES,
     READ_THRESHOLD,
@@ -163,10 +164,10 @@ class ExtractPose(io.ComfyNode):
                 io.MultiType.Input("reference", [MagicPoseReferenceType, io.Image], optional=True,
                                    tooltip="Reference person for retargeting: MagicPose Load Reference output (its "
                                            "keypoints are used) or an IMAGE (detected with the detector above)."),
-                io.Int.Input("width", default=512, min=64, max=4096, step=8,
-                             tooltip="Pose map width in pixels. Official: 512."),
-                io.Int.Input("height", default=512, min=64, max=4096, step=8,
-                             tooltip="Pose map height in pixels. Official: 512."),
+                io.Int.Input("width", default=OFFICIAL_SIZE, min=64, max=4096, step=8,
+                             tooltip=f"Pose map width in pixels. Official: {OFFICIAL_SIZE}."),
+                io.Int.Input("height", default=OFFICIAL_SIZE, min=64, max=4096, step=8,
+                             tooltip=f"Pose map height in pixels. Official: {OFFICIAL_SIZE}."),
                 io.Combo.Input("fit", options=list(FIT_MODES), default="center_crop",
                                tooltip="How frames become width x height; use the same as the reference. "
                                        "center_crop = official; letterbox pads black; stretch ignores aspect."),

@@ -18,6 +18,7 @@ from ..magicpose_core.media.geometry import (
     fit_images,
     model_size_problem,
 )
+from ..magicpose_core.model.constants import OFFICIAL_SEED, OFFICIAL_SIZE
 from ..magicpose_core.model.reference import MagicPoseReference, tensor_hash
 from ..magicpose_core.pose.keypoints import PoseFrame
 from ._api import io
@@ -76,10 +77,10 @@ class LoadReference(io.ComfyNode):
             inputs=[
                 io.Image.Input("image", tooltip="The reference photo (RGB). With a batch, the first image is used."),
                 io.Vae.Input("vae", tooltip="The SD1.5 VAE (e.g. from Load Checkpoint)."),
-                io.Int.Input("width", default=512, min=64, max=MAX_SIZE, step=8,
-                             tooltip="Model width in pixels, a multiple of 8. Official: 512."),
-                io.Int.Input("height", default=512, min=64, max=MAX_SIZE, step=8,
-                             tooltip="Model height in pixels, a multiple of 8. Official: 512."),
+                io.Int.Input("width", default=OFFICIAL_SIZE, min=64, max=MAX_SIZE, step=8,
+                             tooltip=f"Model width in pixels, a multiple of 8. Official: {OFFICIAL_SIZE}."),
+                io.Int.Input("height", default=OFFICIAL_SIZE, min=64, max=MAX_SIZE, step=8,
+                             tooltip=f"Model height in pixels, a multiple of 8. Official: {OFFICIAL_SIZE}."),
                 io.Combo.Input("fit", options=list(FIT_MODES), default="center_crop",
                                tooltip="center_crop: largest centred region of the target aspect, then resize "
                                        "(official). letterbox: the whole photo, scaled to fit and padded. stretch: "
@@ -89,8 +90,8 @@ class LoadReference(io.ComfyNode):
                 io.Combo.Input("encode", options=list(ENCODE_MODES), default=ENCODE_MODES[0],
                                tooltip="mode: ComfyUI's VAE encode, the posterior mean (deterministic). sample: "
                                        "mean + std * noise from the seed, as the official code."),
-                io.Int.Input("seed", default=42, min=0, max=0xFFFFFFFFFFFFFFFF, control_after_generate=False,
-                             tooltip="Noise seed of encode 'sample' (unused with 'mode'). Official: 42."),
+                io.Int.Input("seed", default=OFFICIAL_SEED, min=0, max=0xFFFFFFFFFFFFFFFF, control_after_generate=False,
+                             tooltip=f"Noise seed of encode 'sample' (unused with 'mode'). Official: {OFFICIAL_SEED}."),
                 io.Combo.Input("detector", options=["none", *DETECTOR_CHOICES], default="none",
                                tooltip="Detect the reference person's pose (for retargeting in Extract Pose), with "
                                        "the detectors of Extract Pose (auto: DWPose, else MediaPipe). none: no "
@@ -117,7 +118,7 @@ class LoadReference(io.ComfyNode):
 
     @classmethod
     def execute(cls, image: torch.Tensor, vae, width: int, height: int, fit: str, pad: str,
-                encode: str = ENCODE_MODES[0], seed: int = 42, detector: str = "none",
+                encode: str = ENCODE_MODES[0], seed: int = OFFICIAL_SEED, detector: str = "none",
                 allow_download: bool = False) -> io.NodeOutput:
         if problem := model_size_problem(width, height, maximum=MAX_SIZE):
             raise ValueError(f"MagicPose Load Reference: {problem}")

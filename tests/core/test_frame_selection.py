@@ -158,11 +158,17 @@ def test_mkv_parts_are_lossless_and_merge_like_one_encode(tmp_path):
         assert info.format == "mkv" and not info.padded and info.frames == b - a
         parts.append(info.path)
     assert np.array_equal(np.stack([f for p in parts for f in iter_video_frames(p)]), frames)
-    merged = merge_videos(parts, str(tmp_path / "merged.mp4"), 7, "mp4", 19)
-    single = encode_video(iter(frames), str(tmp_path / "single.mp4"), 7, "mp4", 19)
-    a = np.stack(list(iter_video_frames(merged.path)))
-    b = np.stack(list(iter_video_frames(single.path)))
-    assert merged.frames == 9 and np.array_equal(a, b)
+    # x264 is threaded; once in about four full suite runs a merged and a single encode differed and equal again
+    # on the next try. A real difference (order, settings, a frame lost) is systematic, so three tries still fail it.
+    for attempt in range(3):
+        merged = merge_videos(parts, str(tmp_path / f"merged{attempt}.mp4"), 7, "mp4", 19)
+        single = encode_video(iter(frames), str(tmp_path / f"single{attempt}.mp4"), 7, "mp4", 19)
+        a = np.stack(list(iter_video_frames(merged.path)))
+        b = np.stack(list(iter_video_frames(single.path)))
+        assert merged.frames == 9 and a.shape == b.shape == frames.shape[:1] + (34, 48, 3), (a.shape, b.shape)
+        if np.array_equal(a, b):
+            break
+    assert np.array_equal(a, b), f"the merged encode differs from one encode in {attempt + 1} tries"
 
 
 def test_reading_and_merging_never_import_torch(source, tmp_path):
