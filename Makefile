@@ -4,11 +4,13 @@
 #   make serve   ComfyUI on http://127.0.0.1:8188 with this pack loaded (state under .cache/serve)
 #   make demo    the main job end to end (see README)
 #   make bench   performance benchmark (prints a table, writes .cache/bench/*.json)
+#   make gpu-check  the GPU check on a CUDA machine (scripts/gpu_check.sh: GPU_ARGS=--prepare gathers its offline
+#                files here first; GPU_ARGS="--dry-run --out DIR" runs it on the CPU)
 SHELL := /bin/bash
 PY := .venv/bin/python
 PYTEST_ARGS ?=
 
-.PHONY: env test serve demo bench clean
+.PHONY: env test serve demo bench gpu-check clean
 
 env:
 	@COMFYUI_PATH="$$(scripts/env.sh)" && COMFYUI_PATH="$$COMFYUI_PATH" scripts/env_plain.sh >/dev/null
@@ -26,6 +28,9 @@ demo:
 
 bench:
 	@COMFYUI_PATH="$$(scripts/env.sh)" && export COMFYUI_PATH && $(PY) scripts/bench.py $(BENCH_ARGS)
+
+gpu-check:
+	@scripts/gpu_check.sh $(if $(GPU_ARGS),$(GPU_ARGS),--out "$${OUT:-.cache/gpu-check/out}")
 
 clean:
 	rm -rf .cache/test-logs .cache/serve .pytest_cache

@@ -24,9 +24,10 @@ class MagicPoseExtension(ComfyExtension):
         from .frames_to_video import FramesToVideo
         from .load_model import LoadModel
         from .load_reference import LoadReference
+        from .render_video import RenderVideo
         from .sample import MagicPoseSample
         from .select_frames import SelectFrames
         from .watermark_image import WatermarkImage
 
         return [LoadModel, MagicPoseApply, MagicPoseSample, LoadReference, ExtractPose, FramesToVideo, SelectFrames,
-                Evaluate, WatermarkImage, CheckProvenance]
+                Evaluate, WatermarkImage, CheckProvenance, RenderVideo]

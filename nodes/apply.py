@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from ..magicpose_core.model.temporal import TemporalOptions
 from ._api import io
-from .patch.model_patch import AUTOCAST, MagicPoseOptions, apply_magicpose, attach_pose_control
+from .patch.model_patch import AUTOCAST_CHOICES, MagicPoseOptions, apply_magicpose, attach_pose_control
 from .patch.run_sampling import as_reference, check_poses
 from .patch.temporal_sources import add_temporal_sources
 from .temporal_inputs import temporal_inputs
@@ -57,10 +57,12 @@ class MagicPoseApply(io.ComfyNode):
                              advanced=True,
                              tooltip="Frames of the sampled batch the networks process at once (0 = all). Smaller "
                              "needs less memory for long videos; does not change the result."),
-                io.Combo.Input("autocast", options=list(AUTOCAST), default=_OPTIONS.autocast, optional=True,
+                io.Combo.Input("autocast", options=list(AUTOCAST_CHOICES), default=_OPTIONS.autocast, optional=True,
                                advanced=True,
                                tooltip="Run the networks under torch autocast in this precision. off = the MODEL's "
-                               "own dtype (official: fp32 on CPUs)."),
+                               "own dtype (official: fp32 on CPUs). auto = bf16 or fp16 only where a ~1 s probe "
+                               "measured it clearly faster on this machine (measured once, then cached; the choice "
+                               "is logged), else off. Half precision moves results slightly (README, Performance)."),
                 *temporal_inputs(),
             ],
             outputs=[

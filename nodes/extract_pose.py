@@ -41,7 +41,7 @@ log = logging.getLogger("MagicPose")
 PREVIEW_FRAMES = 8
 
 
-def _reference(reference, settings: ExtractSettings, detector: str, allow_download: bool):
+def reference_for_retarget(reference, settings: ExtractSettings, detector: str, allow_download: bool):
     """(reference Person in output pixels or None, reference image (H, W, 3) for the preview or None)."""
     if reference is None:
         return None, None
@@ -91,7 +91,7 @@ def extract_pose(images, pose_keypoint, detector: str, settings: ExtractSettings
         threshold, extras = READ_THRESHOLD, unknown_keys(pose_keypoint)
         pbar = comfy.utils.ProgressBar(2 * n)
     settings = dataclasses.replace(settings, threshold=threshold)
-    ref_person, ref_image = _reference(reference, settings, detector, allow_download)
+    ref_person, ref_image = reference_for_retarget(reference, settings, detector, allow_download)
     seq = process_sequence(raw, settings, ref_person)
     report_missing(seq, settings.on_missing, "frames" if images is not None else "pose_keypoint")
 

@@ -77,11 +77,37 @@ def _output_size(images: torch.Tensor, g: FitGeometry | None, resize: bool) -> t
     return (g.crop_w, g.crop_h) if resize else (g.box_w, g.box_h)
 
 
-def _marked(frames: Iterator[np.ndarray], marker) -> Iterator[np.ndarray]:
+def watermarked(frames: Iterator[np.ndarray], marker) -> Iterator[np.ndarray]:
     """Watermark frame by frame (about half a second each on 2 CPU threads: check interruption per frame)."""
     for frame in frames:
         comfy.model_management.throw_exception_if_processing_interrupted()
         yield marker(frame)
+
+
+def output_location(filename_prefix: str, save_output: bool, w: int, h: int,
+                    format: str) -> tuple[str, str, str, io.FolderType]:
+    """(folder, file name, subfolder, folder type) of the next file for ``filename_prefix`` in ComfyUI's output
+    folder (``save_output``) or its temp folder."""
+    if save_output:
+        base_dir, folder_type = folder_paths.get_output_directory(), io.FolderType.output
+    else:
+        base_dir, folder_type = folder_paths.get_temp_directory(), io.FolderType.temp
+        filename_prefix += "_temp_" + "".join(random.choice("abcdefghijklmnopqrstuvwxyz") for _ in range(5))
+    folder, name, counter, subfolder, _ = folder_paths.get_save_image_path(filename_prefix, base_dir, w, h)
+    return folder, f"{name}_{counter:05}_.{format}", subfolder, folder_type
+
+
+def container_metadata(hidden) -> dict[str, str]:
+    """The container tags core Save Video writes (prompt, workflow; not with --disable-metadata) and the
+    provenance label (always)."""
+    meta = {}
+    if not args.disable_metadata and hidden is not None:
+        if hidden.prompt is not None:
+            meta["prompt"] = json.dumps(hidden.prompt)
+        for key, value in (hidden.extra_pnginfo or {}).items():
+            meta[key] = json.dumps(value)
+    meta.update(label_metadata(pack_version()))  # the provenance label, even with --disable-metadata
+    return meta
 
 
 def write_video(images: torch.Tensor, fps: float, format: str, crf: int, audio: dict | None,
@@ -93,13 +119,7 @@ def write_video(images: torch.Tensor, fps: float, format: str, crf: int, audio: 
         raise ValueError(f"crop_back: the frames are {images.shape[2]}x{images.shape[1]} but the reference was fitted "
                          f"to {geometry.dst_w}x{geometry.dst_h}; use the same size or set crop_back to 'off'.")
     w, h = _output_size(images, geometry, resize)
-    if save_output:
-        base_dir, folder_type = folder_paths.get_output_directory(), io.FolderType.output
-    else:
-        base_dir, folder_type = folder_paths.get_temp_directory(), io.FolderType.temp
-        filename_prefix += "_temp_" + "".join(random.choice("abcdefghijklmnopqrstuvwxyz") for _ in range(5))
-    folder, name, counter, subfolder, _ = folder_paths.get_save_image_path(filename_prefix, base_dir, w, h)
-    filename = f"{name}_{counter:05}_.{format}"
+    folder, filename, subfolder, folder_type = output_location(filename_prefix, save_output, w, h, format)
 
     keep = format in ("gif", "webp")  # their VIDEO output is built from the frames
     frames: torch.Tensor | Iterator[np.ndarray] = images
@@ -111,9 +131,9 @@ def write_video(images: torch.Tensor, fps: float, format: str, crf: int, audio: 
             frames = _cropped_frames(images, geometry, resize)
     marker = frame_marker(watermark)
     if marker is not None and keep:  # the VIDEO output is built from these frames: mark them too
-        kept = frames = from_uint8(list(_marked(iter_uint8(kept, chunk=1), marker)))
+        kept = frames = from_uint8(list(watermarked(iter_uint8(kept, chunk=1), marker)))
     elif marker is not None:
-        frames = _marked(iter_uint8(frames, chunk=1) if isinstance(frames, torch.Tensor) else frames, marker)
+        frames = watermarked(iter_uint8(frames, chunk=1) if isinstance(frames, torch.Tensor) else frames, marker)
     total = int(images.shape[0])
     pbar = comfy.utils.ProgressBar(total)
 
@@ -200,12 +220,4 @@ class FramesToVideo(io.ComfyNode):
 
     @classmethod
     def _metadata(cls) -> dict[str, str] | None:
-        hidden = getattr(cls, "hidden", None)
-        meta = {}
-        if not args.disable_metadata and hidden is not None:
-            if hidden.prompt is not None:
-                meta["prompt"] = json.dumps(hidden.prompt)
-            for key, value in (hidden.extra_pnginfo or {}).items():
-                meta[key] = json.dumps(value)
-        meta.update(label_metadata(pack_version()))  # the provenance label, even with --disable-metadata
-        return meta
+        return container_metadata(getattr(cls, "hidden", None))

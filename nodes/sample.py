@@ -6,7 +6,7 @@ import comfy.samplers
 from ..magicpose_core.model.constants import OFFICIAL_SIZE
 from ..magicpose_core.model.temporal import TemporalOptions
 from ._api import io
-from .patch.model_patch import AUTOCAST, MagicPoseOptions
+from .patch.model_patch import AUTOCAST_CHOICES, MagicPoseOptions
 from .patch.official_schedule import SCHEDULER_NAME, scheduler_names
 from .patch.run_sampling import SamplingSettings, magicpose_sample
 from .temporal_inputs import temporal_inputs
@@ -77,11 +77,13 @@ class MagicPoseSample(io.ComfyNode):
                                  tooltip="Keep the current step's appearance features (one bank: about 22 MiB at "
                                  "512x512 in fp16, 44 MiB in fp32) in CPU memory between frame chunks; copied to the "
                                  "GPU for each chunk."),
-                io.Combo.Input("autocast", options=list(AUTOCAST), default=_OPTIONS.autocast, optional=True,
+                io.Combo.Input("autocast", options=list(AUTOCAST_CHOICES), default=_OPTIONS.autocast, optional=True,
                                advanced=True,
                                tooltip="Run the networks under torch autocast in this precision. off = the MODEL's "
-                               "own dtype (official: fp32 on CPUs). bf16 is faster on CPUs with bf16 units; "
-                               "results move slightly (see README, Performance)."),
+                               "own dtype (official: fp32 on CPUs). bf16 is faster on CPUs with bf16 units and far "
+                               "slower on others. auto = bf16 or fp16 only where a ~1 s probe measured it clearly "
+                               "faster on this machine (measured once, then cached; the choice is logged), else off. "
+                               "Half precision moves results slightly (see README, Performance)."),
                 io.Noise.Input("noise", optional=True,
                                tooltip="Initial noise from a NOISE node (RandomNoise, DisableNoise, ...) instead of "
                                "the seed, e.g. a given x_T; with shared_noise one x_T (batch 1) serves every frame."),

@@ -28,7 +28,7 @@ log = logging.getLogger("MagicPose")
 MEMORY_SHARE = 0.8  # of the available RAM the selected frames may fill
 
 
-def _audio(wave_rate) -> dict | None:
+def audio_input(wave_rate) -> dict | None:
     if wave_rate is None or wave_rate[0].shape[1] == 0:
         return None
     wave, rate = wave_rate
@@ -87,7 +87,7 @@ def select_from_video(video, selection: FrameSelection):
     audio = read_audio(video.get_stream_source(), *selection.audio_span(kept, got.source_fps))
     log.info("MagicPose Select Frames: %d of %d frames at %s fps (output %s fps)", kept, info.frames,
              got.source_fps, got.fps)
-    return from_uint8(got.frames), _audio(audio), got.fps
+    return from_uint8(got.frames), audio_input(audio), got.fps
 
 
 class SelectFrames(io.ComfyNode):

@@ -32,7 +32,8 @@ Checks and figures that cannot flatter us:
   structure;
 - precision: ours on --precision-frames frames under fp32, bf16 and fp16 autocast: seconds per frame and the max
   deviation from fp32 (a precision is skipped, with the figure, when a UNet-like block or then one step runs over 4x
-  slower than in fp32);
+  slower than in fp32), next to the `autocast="auto"` probe's figures for that block (its speed-up and deviation,
+  magicpose_core/model/precision.py) and what `auto` chooses on this machine;
 - pose extraction throughput (scripts/bench_pose.py, a subprocess) and, for long videos, peak RSS and bank-cache
   peak of --long-frames frames in chunks of --long-chunk vs --long-chunk frames, >= 10 steps, in a process of its
   own (peak reset between the two); on the CPU at a smaller size.
@@ -378,12 +379,19 @@ def extra_runs(a, pack, unet, bundle, ctx, poses, z_raw, out, dev) -> dict:
     if a.skip_precision:
         return res
     k = max(1, min(a.precision_frames, a.frames))
+    block, choice, reason = E.autocast_probe(pack, dev.type)   # ~1 s: what autocast="auto" chooses here, and why
+    precision = pack.magicpose_core.model.precision
+    res["autocast_auto"] = {"choice": choice, "reason": reason, "probe": block.to_json(),
+                            "speedup": {n: block.speedup(n) for n in precision.HALF},
+                            "cpu": vars(precision.cpu_features()) if dev.type == "cpu" else None,
+                            "min_speedup": precision.MIN_SPEEDUP, "max_deviation": precision.MAX_DEVIATION}
+    log(f"autocast auto -> {choice}: {reason}; {block.summary()}")
     base = None
     for name in [p.strip() for p in a.precisions.split(",") if p.strip()]:
         row = {"precision": name, "frames": k}
         try:
             if name != "fp32" and base is not None:
-                slow = E.autocast_slowdown(dev.type, name)   # ~1 s: one UNet-like block under autocast vs fp32
+                slow = 1 / max(block.speedup(name), 1e-9)   # the probe's block: time under autocast / fp32 time
                 row["micro_slowdown"] = slow
                 if slow > 4:
                     row["skipped"] = f"a UNet-like block ran {slow:.0f}x slower than fp32 under autocast {name}"
@@ -809,13 +817,28 @@ def print_report(r: dict, a: argparse.Namespace) -> None:
     if c.get("precision"):
         print(f"  precision (ours, autocast, {c['precision'][0]['frames']} frame(s) in one batch, {c['steps']} steps; "
               f"deviation from fp32 in max |diff| / max |latent|):")
-        print(f"    {'precision':10}{'s/frame':>9}{'speed-up':>10}{'max dev':>10}")
+        auto = c.get("autocast_auto")
+        chosen = {"off": "fp32"}.get(auto["choice"], auto["choice"]) if auto else None
+        print(f"    {'precision':10}{'s/frame':>9}{'speed-up':>10}{'max dev':>10}{'block speed-up':>16}"
+              f"{'block dev':>11}")
         for row in c["precision"]:
+            name = row["precision"]
+            block = ""
+            if auto and name != "fp32":
+                sp, dev = auto["speedup"].get(name, 0.0), auto["probe"]["deviation"].get(name)
+                block = f"{sp:15.2f}x" + (f"{dev:11.1e}" if dev is not None else f"{'n/a':>11}")
+            mark = "  <- auto" if name == chosen else ""
             if "skipped" in row:
-                print(f"    {row['precision']:10}  skipped: {row['skipped']}")
+                print(f"    {name:10}  skipped: {row['skipped']}{block}{mark}")
             else:
-                print(f"    {row['precision']:10}{row['seconds_per_frame']:9.2f}{row.get('speedup', 1.0):9.2f}x"
-                      f"{row.get('max_rel_dev', 0.0):10.1e}")
+                print(f"    {name:10}{row['seconds_per_frame']:9.2f}{row.get('speedup', 1.0):9.2f}x"
+                      f"{row.get('max_rel_dev', 0.0):10.1e}{block}{mark}")
+        if auto:
+            p = auto["probe"]
+            print(f"    autocast auto -> {auto['choice']} on this machine: {auto['reason']} (probe: block "
+                  f"{tuple(p['shape'])}, fp32 {p['seconds'].get('off', float('nan')) * 1e3:.1f} ms, "
+                  f"{p['wall_seconds']:.1f} s in all; rule: >= {auto['min_speedup']}x and deviation <= "
+                  f"{auto['max_deviation']})")
     print(f"  ACM calls for {c['frames']} frames: ours {u['acm_calls']} (= steps), official structure "
           f"{o['acm_calls_for_frames']} (= steps x frames)")
     if c["device"].startswith("cuda"):

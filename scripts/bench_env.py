@@ -252,35 +252,14 @@ def timed(device: str) -> Iterator[list]:
         box[0] = time.perf_counter() - t0
 
 
-def autocast_slowdown(device: str, dtype: str, repeats: int = 2) -> float:
-    """How many times slower a UNet-like conv + linear + attention block runs under autocast `dtype` than in fp32
-    on `device` (best of `repeats`; about a second even where autocast is 100x slower). It tells, before a whole
-    sampling step is spent on it, whether a precision is worth timing on this machine."""
-    import torch
-    import torch.nn.functional as F
-
-    g = torch.Generator().manual_seed(0)
-    x = torch.randn(1, 320, 32, 32, generator=g).to(device)          # (1, C, h, w), an SD1.5 level-0 width
-    wc = (torch.randn(320, 320, 3, 3, generator=g) * 0.02).to(device)
-    wl = (torch.randn(320, 320, generator=g) * 0.05).to(device)
-
-    def block():
-        h = F.conv2d(x, wc, padding=1)                                 # (1, 320, 32, 32)
-        t = h.flatten(2).transpose(1, 2)                               # (1, 1024, 320)
-        q = F.linear(t, wl).view(1, 1024, 8, 40).transpose(1, 2)       # (1, 8, 1024, 40)
-        return F.scaled_dot_product_attention(q, q, q)
-
-    def best(ctx_dtype) -> float:
-        times = []
-        for _ in range(repeats + 1):                                    # the first call warms up
-            with timed(device) as t, torch.autocast(torch.device(device).type, dtype=ctx_dtype,
-                                                    enabled=ctx_dtype is not None):
-                block()
-            times.append(t[0])
-        return min(times[1:])
-
-    with torch.inference_mode():
-        return best(torch_dtype(dtype)) / max(best(None), 1e-9)
+def autocast_probe(pack, device: str):
+    """The `auto` autocast probe of the pack (magicpose_core/model/precision.py: one UNet-like block in fp32 and
+    under each autocast dtype, about a second) and its decision: (ProbeResult, choice, reason). One implementation:
+    the bench reports what MagicPose Sampler's `autocast="auto"` would choose on this machine."""
+    precision = pack.magicpose_core.model.precision
+    result = precision.probe(device)
+    choice, reason = precision.decide(result)
+    return result, choice, reason
 
 
 def flops_of(fn: Callable[[], object]) -> int:

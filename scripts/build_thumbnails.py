@@ -36,6 +36,7 @@ QUALITY = 82
 # One line each: what the workflow does (the template browser shows no other description).
 CAPTIONS = {
     "video_dance_retarget": "Dance video: the photo's person performs the driving video's moves",
+    "video_dance_long": "Long dance video: the whole clip window by window, flat memory",
     "image_pose_retarget": "Pose photos: the photo's person in each target pose",
     "face_expression_retarget": "Face: the driving face's expression and head motion on the photo",
     "stylised_reference": "Stylised: MagicPose as a MODEL patch, your SD1.5 + a text prompt",
@@ -103,6 +104,9 @@ def build(outdir: Path = ROOT / "workflows") -> list[Path]:
     sets = {
         "video_dance_retarget": [(ref, "reference"), (_fit(dance, PANEL, ph), "driving video"),
                                  (_fit(_pose_map(detector, dance), PANEL, ph), "pose per frame")],
+        "video_dance_long": [(ref, "reference"), (_fit(dance, PANEL, ph), "driving video, any length"),
+                             (_text_panel("window by window: pose maps, sampling, decode, a lossless part "
+                                          "on disk; resumes after Cancel", PANEL, ph, font), "one window at a time")],
         "image_pose_retarget": [(ref, "reference"), (_fit(pose_photo, PANEL, ph), "target pose photo"),
                                 (_fit(_pose_map(detector, pose_photo), PANEL, ph), "pose map")],
         "face_expression_retarget": [(ref, "reference"), (_fit(face, PANEL, ph), "driving face"),

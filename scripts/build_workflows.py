@@ -183,6 +183,25 @@ NODE_DEFS: dict[str, NodeDef] = {
         S("audio", "AUDIO", optional=True), S("reference", "MAGICPOSE_REFERENCE", optional=True),
         S("crop_back", "COMBO", "off", True), S("watermark", "BOOLEAN", True, True)),
         (("video", "VIDEO"),), cnr_id=PACK_ID),
+    "MagicPoseRenderVideo": NodeDef("MagicPose Render Video", (
+        S("model", "MODEL"), S("magicpose", "MAGICPOSE_MODEL"), S("reference", REF_TYPES),
+        S("positive", "CONDITIONING"), S("negative", "CONDITIONING"), S("vae", "VAE"), S("video", "VIDEO"),
+        S("frame_load_cap", "INT", 0), S("skip_first_frames", "INT", 0), S("select_every_nth", "INT", 1),
+        S("force_rate", "FLOAT", 0.0), S("detector", "COMBO", "auto"), S("body", "BOOLEAN", True),
+        S("hands", "BOOLEAN", True), S("face", "BOOLEAN", True), S("person", "COMBO", "largest"),
+        S("smoothing", "COMBO", "medium"), S("retarget", "COMBO", "per_bone"), S("strength", "FLOAT", 1.0),
+        S("face_transfer", "BOOLEAN", True), S("fit", "COMBO", "center_crop"),
+        S("seed", "INT", OFFICIAL_SEED, control=True), S("steps", "INT", OFFICIAL_STEPS),
+        S("cfg", "FLOAT", OFFICIAL_CFG), S("sampler_name", "COMBO", OFFICIAL_SAMPLER),
+        S("scheduler", "COMBO", OFFICIAL_SCHEDULER), S("denoise", "FLOAT", 1.0), S("frame_batch", "INT", 4),
+        S("shared_noise", "BOOLEAN", True), S("window", "INT", 16), S("format", "COMBO", "mp4"),
+        S("crf", "INT", 19), S("filename_prefix", "STRING", "MagicPose/video_long"),
+        S("save_output", "BOOLEAN", True), S("watermark", "BOOLEAN", True, True),
+        S("person_index", "INT", 0, True), S("render_canvas", "COMBO", "source", True),
+        S("on_missing", "COMBO", "warn", True), S("allow_download", "BOOLEAN", False, True),
+        S("reference_strength", "FLOAT", 1.0, True), S("pose_strength", "FLOAT", 1.0, True),
+        S("autocast", "COMBO", "off", True), S("short_side_limit", "INT", 1080, True)),
+        (("path", "STRING"), ("video", "VIDEO")), cnr_id=PACK_ID),
 }
 
 
@@ -473,6 +492,20 @@ def video_dance_retarget() -> Graph:
     return g
 
 
+def video_dance_long() -> Graph:
+    g = Graph("video_dance_long")
+    _models(g)
+    _reference(g)
+    g.add(7, "LoadVideo", (C0, ROW + 420), "Driving video", size=(340, 400), file="driving.mp4")
+    g.add(12, "MagicPoseRenderVideo", (C2, ROW), "Output", size=(440, 1100), model=Out(1, 0), magicpose=Out(2, 0),
+          reference=Out(6, 0), positive=Out(3, 0), negative=Out(4, 0), vae=Out(1, 2), video=Out(7, 0),
+          seed=OFFICIAL_SEED, steps=OFFICIAL_STEPS, cfg=OFFICIAL_CFG, sampler_name=OFFICIAL_SAMPLER,
+          scheduler=OFFICIAL_SCHEDULER, filename_prefix="MagicPose/video_dance_long")
+    g.group("Inputs", (5, 7), GREEN)
+    g.group("MagicPose: the whole video, window by window (flat memory); resumes after Cancel", (6, 12), PURPLE)
+    return g
+
+
 def image_pose_retarget() -> Graph:
     g = Graph("image_pose_retarget")
     _models(g)
@@ -553,6 +586,21 @@ NOTES = {
         + _WEIGHTS + "\n\n"
         + _HEADLESS.format(name="video_dance_retarget", args="--reference ref.png --driving dance.mp4",
                            out="out.mp4")),
+    "video_dance_long": (
+        "## MagicPose: long video dance (flat memory)\n\n"
+        "The same job as *video_dance_retarget*, for clips of any length: **MagicPose Render Video** reads the "
+        "**Driving video** from its file, finds the dancer's pose in every frame (smoothed and retargeted over the "
+        "whole clip), then renders `window` frames at a time (pose maps, sampling, VAE decode) and keeps each "
+        "finished window on disk as a lossless part; the parts become one video with the driver's frame rate and "
+        "sound. Memory follows the window, not the clip, and the frames are the same as the node-by-node "
+        "workflow's. **Cancel** keeps the finished windows: queue it again with the same settings and only the "
+        "missing windows are rendered.\n\n"
+        "Use *video_dance_retarget* to look at the pose maps and frames of a short clip node by node; use this "
+        "one for whole songs. frame_load_cap / skip_first_frames / select_every_nth / force_rate choose the "
+        "frames as in Select Frames.\n\n"
+        + _WEIGHTS + "\n\n"
+        + _HEADLESS.format(name="video_dance_long", args="--reference ref.png --driving dance.mp4", out="out.mp4")
+        .replace("`--set \"Sampler.steps=20\"`", "`--set \"Output.steps=20\"`")),
     "image_pose_retarget": (
         "## MagicPose: image pose retarget\n\n"
         "The person of the **Reference** photo is drawn in each target pose. **Driving poses** is a photo of "
@@ -583,7 +631,7 @@ NOTES = {
         + _HEADLESS.format(name="stylised_reference", args="--reference ref.png --poses poses.png", out="out/")),
 }
 
-GRAPHS = (video_dance_retarget, image_pose_retarget, face_expression_retarget, stylised_reference)
+GRAPHS = (video_dance_retarget, video_dance_long, image_pose_retarget, face_expression_retarget, stylised_reference)
 
 
 def dump(data: dict) -> str:

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # One-command environment: .venv (torch trio pinned, pack + test requirements) and ComfyUI 0.30.0.
 #
-#   scripts/env.sh            create or refresh .venv and .cache/ComfyUI; prints nothing else on success
+#   scripts/env.sh            create or refresh .venv, .cache/ComfyUI and .cache/frontend-<version> (browser tests);
+#                             prints the ComfyUI path, nothing else on success
 #   COMFYUI_PATH=/path/to/ComfyUI scripts/env.sh      use an existing ComfyUI instead of provisioning one
 #
 # The venv is rebuilt when missing or broken and re-synced when any requirements/constraints file or
@@ -78,5 +79,38 @@ import torch, torchvision, torchaudio, numpy, cv2, mediapipe  # noqa: F401  impo
 assert torch.__version__.startswith("2.11.0"), torch.__version__
 EOF
   echo "$want" > "$VENV/.magicpose-env"
+fi
+
+# --- the current ComfyUI frontend, for the browser tests ---------------------------------------------------------
+# tests/e2e/test_browser.py runs against the frontend ComfyUI's requirements install (comfyui-frontend-package
+# 1.47.12 for ComfyUI 0.30.0) and against this newer one, served with `--front-end-root`. Only the wheel's static
+# files are unpacked, under .cache/: the venv's installed frontend stays as ComfyUI pins it. Skipped when present.
+FRONTEND_VERSION="1.58.1"
+FRONTEND_DIR="$CACHE/frontend-$FRONTEND_VERSION"
+if [ ! -f "$FRONTEND_DIR/index.html" ]; then
+  log "unpacking comfyui-frontend-package==$FRONTEND_VERSION into $FRONTEND_DIR (browser tests)"
+  tmp="$(mktemp -d)"
+  "$VENV/bin/python" -m pip download -q --disable-pip-version-check --no-deps \
+    "comfyui-frontend-package==$FRONTEND_VERSION" -d "$tmp" 2> >(grep -v 'is ignored: it is neither' >&2)
+  "$VENV/bin/python" - "$tmp"/comfyui_frontend_package-"$FRONTEND_VERSION"-*.whl "$FRONTEND_DIR" <<'EOF'
+import shutil, sys, zipfile
+from pathlib import Path
+
+wheel, dest = Path(sys.argv[1]), Path(sys.argv[2])
+part = dest.with_name(dest.name + ".partial")
+shutil.rmtree(part, ignore_errors=True)
+prefix = "comfyui_frontend_package/static/"
+with zipfile.ZipFile(wheel) as z:
+    for info in z.infolist():
+        rel = info.filename[len(prefix):] if info.filename.startswith(prefix) else ""
+        if rel and not info.is_dir() and ".." not in Path(rel).parts:
+            out = part / rel
+            out.parent.mkdir(parents=True, exist_ok=True)
+            out.write_bytes(z.read(info))
+assert (part / "index.html").is_file(), f"{wheel.name} has no {prefix}index.html"
+shutil.rmtree(dest, ignore_errors=True)
+part.rename(dest)
+EOF
+  rm -rf "$tmp"
 fi
 echo "$COMFY"

@@ -40,7 +40,25 @@ if HAVE_COMFY:
     _cli.args.disable_api_nodes = True
 
 
+def _cuda() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
+def pytest_configure(config):
+    """`pytest -m gpu` on a CUDA machine: in-process ComfyUI on the GPU (comfy.model_management is not imported yet)."""
+    expr = config.option.markexpr or ""
+    if HAVE_COMFY and "gpu" in expr and "not gpu" not in expr and _cuda():
+        _cli.args.cpu = False
+
+
 def pytest_collection_modifyitems(config, items):
+    no_cuda = pytest.mark.skip(reason="needs a CUDA device (pytest -m gpu on a GPU machine)")
+    if any("gpu" in item.keywords for item in items) and not _cuda():
+        for item in items:
+            if "gpu" in item.keywords:
+                item.add_marker(no_cuda)
     if HAVE_COMFY:
         return
     skip = pytest.mark.skip(reason=f"ComfyUI not found at {COMFYUI_PATH} (set COMFYUI_PATH or run `make test`)")

@@ -59,7 +59,7 @@ def extend_kv(context: torch.Tensor, value: torch.Tensor, ref: torch.Tensor,
     needs N_ref to be a multiple of N (reference resized to the frame size).
     """
     b, n = context.shape[:2]
-    if cond_rows is None or bool(cond_rows.all()):
+    if cond_rows is None or (cond_rows.device.type == "cpu" and bool(cond_rows.all())):  # no device sync
         extra_k = extra_v = ref.expand(b, -1, -1) if ref.shape[0] == 1 else ref  # (1, N_ref, C) -> (B, N_ref, C)
     else:
         if ref.shape[1] % n:

@@ -81,6 +81,11 @@ class PoseSequence:
     geometries: list[FitGeometry]
     missing: list[int]                  # indices of frames with no person
 
+    def window(self, start: int, stop: int) -> "PoseSequence":
+        """Frames [start, stop) (a streaming render's window), with their own missing indices."""
+        return PoseSequence(self.source[start:stop], self.output[start:stop], self.geometries[start:stop],
+                            [i - start for i in self.missing if start <= i < stop])
+
 
 def detect_sequence(detector, frames: Iterable[np.ndarray], on_frame: Callable[[int], None] | None = None,
                     raw: bool = True) -> list[PoseFrame]:

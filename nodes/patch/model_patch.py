@@ -26,6 +26,7 @@ import logging
 import math
 from dataclasses import dataclass, field
 
+import comfy.model_management
 import comfy.model_patcher
 import comfy.patcher_extension
 import torch
@@ -46,6 +47,7 @@ from ...magicpose_core.model.attention_bank import (
 )
 from ...magicpose_core.model.constants import SITES
 from ...magicpose_core.model.reference import MagicPoseReference
+from .autocast_choice import CHOICES, AutocastResolver
 from .frame_chunks import ChunkState, calc_in_chunks
 from .official_schedule import official_scales
 
@@ -54,7 +56,8 @@ log = logging.getLogger("MagicPose")
 WRAPPER_KEY = "magicpose"
 CALL_KEY = "magicpose_call"  # transformer_options key carrying one model call's bank to the attn1 patches
 WrappersMP = comfy.patcher_extension.WrappersMP
-AUTOCAST = {"off": None, "bf16": torch.bfloat16, "fp16": torch.float16}  # the `autocast` option's choices
+AUTOCAST = {"off": None, "bf16": torch.bfloat16, "fp16": torch.float16}  # the concrete `autocast` choices
+AUTOCAST_CHOICES = CHOICES   # the `autocast` option: AUTOCAST's keys + "auto" (measured per machine)
 
 
 class _BankComplete(Exception):
@@ -67,10 +70,23 @@ class CallState:
     and which rows are conditional."""
 
     sources: list[Bank]
-    cond_rows: torch.Tensor       # (B,) bool
+    cond_rows: torch.Tensor       # (B,) bool, on the CPU (no device sync to read it)
     strength: float
     stats: BankStats
     seen: set = field(default_factory=set)
+    _all_cond: bool | None = field(default=None, repr=False)
+    _mask: torch.Tensor | None = field(default=None, repr=False)
+
+    def row_mask(self, device) -> torch.Tensor | None:
+        """None when every row is conditional, else the (B,) bool mask on `device`, moved there once per call (not
+        once per attention site)."""
+        if self._all_cond is None:
+            self._all_cond = bool(self.cond_rows.all())
+        if self._all_cond:
+            return None
+        if self._mask is None or self._mask.device != torch.device(device):
+            self._mask = self.cond_rows.to(device)
+        return self._mask
 
 
 class BankWriter:
@@ -103,7 +119,8 @@ class BankReader:
         if ref.shape[-1] != context.shape[-1]:
             raise RuntimeError(f"MagicPose bank at {key} has {ref.shape[-1]} channels but the MODEL has "
                                f"{context.shape[-1]} there: MagicPose needs an SD1.5 MODEL")
-        context, value = extend_kv(context, value, ref, state.cond_rows)  # (B, N, C) -> (B, N + N_ref, C)
+        rows = state.row_mask(context.device)
+        context, value = extend_kv(context, value, ref, rows)  # (B, N, C) -> (B, N + N_ref, C)
         state.seen.add(key)
         state.stats.reads[key] += 1
         return n, context, value
@@ -124,8 +141,9 @@ class WeightedReferenceAttention:
         if state is None or k.shape[1] == n_own:
             return optimized_attention(q, k, v, heads, attn_precision=precision)
         bias = torch.zeros((q.shape[0], 1, k.shape[1]), device=q.device, dtype=q.dtype)  # (B, 1, N + N_ref)
-        rows = state.cond_rows.to(q.device)
-        bias[rows, :, n_own:] = math.log(state.strength)
+        rows = state.row_mask(q.device)  # None: every row conditional; a mask, not an index (no device sync)
+        weight = math.log(state.strength)
+        bias[:, :, n_own:] = weight if rows is None else rows.view(-1, 1, 1).to(q.dtype) * weight
         return optimized_attention(q, k, v, heads, mask=bias, attn_precision=precision)
 
     def to(self, device):
@@ -140,11 +158,13 @@ class MagicPoseOptions:
     park_bank_on_cpu: bool = False   # keep the step's cached bank in CPU memory between frame chunks
     strict_sites: bool = False       # raise instead of warn when a site never fires
     frame_batch: int = 0             # evaluate at most this many frames at once, step-major (0 = the whole batch)
-    autocast: str = "off"            # "bf16" / "fp16": run the networks under torch autocast (not official)
+    autocast: str = "off"            # "bf16" / "fp16": run the networks under torch autocast (not official);
+                                     # "auto": what a probe measured faster on this machine (autocast_choice.py)
+    autocast_cache: str | None = None   # auto's per-machine probe cache (None: ComfyUI's user directory)
 
     def __post_init__(self):
-        if self.autocast not in AUTOCAST:
-            raise ValueError(f"autocast must be one of {sorted(AUTOCAST)}, got {self.autocast!r}")
+        if self.autocast not in AUTOCAST_CHOICES:
+            raise ValueError(f"autocast must be one of {list(AUTOCAST_CHOICES)}, got {self.autocast!r}")
         if self.frame_batch < 0:
             raise ValueError(f"frame_batch must be >= 0 (0 = all frames at once), got {self.frame_batch}")
 
@@ -165,7 +185,8 @@ class MagicPoseRun:
 
     def policy(self) -> CachePolicy:
         """Only the current step's bank: frame chunks run step-major, so no later chunk needs an earlier step."""
-        return CachePolicy(keep_steps=1, device="cpu" if self.options.park_bank_on_cpu else None)
+        park = comfy.model_management.unet_offload_device() if self.options.park_bank_on_cpu else None
+        return CachePolicy(keep_steps=1, device=park)  # parked where ComfyUI offloads models (the CPU by default)
 
     # --- one sampling run ----------------------------------------------------------------------------------
     def begin_sampling(self, model_patcher) -> None:
@@ -186,6 +207,8 @@ class MagicPoseRun:
     def active(self, transformer_options: dict) -> bool:
         if self.options.reference_strength <= 0:
             return False
+        if self.options.reference_start <= 0 and self.options.reference_end >= 1:
+            return True  # the whole schedule: no need to read sigma back from the device
         sigmas = transformer_options.get("sigmas")
         if sigmas is None or self._sigma_window is None:
             return True
@@ -195,23 +218,17 @@ class MagicPoseRun:
 
     def bank_for(self, x: torch.Tensor, timesteps: torch.Tensor, context: torch.Tensor, rows: torch.Tensor) -> Bank:
         """The bank for the conditional rows of this call, on x's device and dtype: (1 or R, N_ref, C) per site."""
-        idx = rows.nonzero().flatten().tolist()
-        groups: list[list[int]] = []  # conditional rows sharing (timestep, context); usually one group
-        for i in idx:
-            for g in groups:
-                if bool(timesteps[i] == timesteps[g[0]]) and torch.equal(context[i], context[g[0]]):
-                    g.append(i)
-                    break
-            else:
-                groups.append([i])
+        idx = rows.nonzero().flatten().tolist()  # rows: a CPU mask
+        ts = timesteps[idx].float().cpu().tolist()  # one device read per call, not one per row
+        groups = _row_groups(idx, ts, context)  # conditional rows sharing (timestep, context); usually one group
         banks = []
         for g in groups:
             r = g[0]
-            t, ctx = timesteps[r:r + 1], context[r:r + 1]  # (1,), (1, T, C)
-            bank = self.cache.lookup(REFERENCE, float(t), ctx)
+            t, ctx, t_val = timesteps[r:r + 1], context[r:r + 1], ts[idx.index(r)]  # (1,), (1, T, C), float
+            bank = self.cache.lookup(REFERENCE, t_val, ctx)
             if bank is None:
                 self.stats.misses += 1
-                bank = self.cache.store(REFERENCE, float(t), ctx, self._run_acm(t, ctx, x.shape[-2:], x.device))
+                bank = self.cache.store(REFERENCE, t_val, ctx, self._run_acm(t, ctx, x.shape[-2:], x.device))
                 self.stats.bank_bytes = bank_nbytes(bank)
                 self.stats.peak_cache_bytes = max(self.stats.peak_cache_bytes, self.cache.peak_bytes)
             else:
@@ -256,6 +273,26 @@ class MagicPoseRun:
     def after_call(self, state: CallState) -> None:
         report_missing_sites(state.seen, "MagicPose: the appearance bank was", stats=self.stats,
                              strict=self.options.strict_sites, warned=self._warned)
+
+
+def _row_groups(idx: list[int], ts: list[float], context: torch.Tensor) -> list[list[int]]:
+    """Rows `idx` grouped by equal (timestep `ts[i]`, context row); one batched comparison in the usual case of a
+    single group (every row the same prompt at the same step), row by row otherwise."""
+    if not idx:
+        return []
+    if len(set(ts)) == 1:
+        c = context[idx]  # (R, T, C)
+        if len(idx) == 1 or bool((c == c[:1]).flatten(1).all()):
+            return [list(idx)]
+    groups: list[list[int]] = []
+    for j, i in enumerate(idx):
+        for g in groups:
+            if ts[j] == ts[idx.index(g[0])] and torch.equal(context[i], context[g[0]]):
+                g.append(i)
+                break
+        else:
+            groups.append([i])
+    return groups
 
 
 def report_missing_sites(seen: set, what: str, *, stats, strict: bool, warned: set[str]) -> None:
@@ -344,10 +381,11 @@ class CondBatchWrapper:
 
     def __init__(self, run: MagicPoseRun):
         self.run = run
+        self.autocast = AutocastResolver(run.options.autocast, run.options.autocast_cache)   # auto: resolved once
 
     def __call__(self, executor, model, conds, x_in, timestep, model_options):
         o = self.run.options
-        dtype = AUTOCAST[o.autocast]
+        dtype = self.autocast.dtype(x_in.device, model)
         ctx = contextlib.nullcontext() if dtype is None else torch.autocast(x_in.device.type, dtype=dtype)
         with ctx:
             return calc_in_chunks(executor, model, conds, x_in, timestep, model_options, rows=o.frame_batch,
@@ -365,8 +403,9 @@ def check_sd15(model) -> None:
 
 
 def check_autocast(name: str, device) -> None:
-    """Raise a clear error when torch has no autocast of this dtype on the MODEL's device."""
-    dtype = AUTOCAST[name]
+    """Raise a clear error when torch has no autocast of this dtype on the MODEL's device (`auto` only picks what
+    runs there)."""
+    dtype = AUTOCAST.get(name)
     if dtype is None:
         return
     kind = torch.device(device).type

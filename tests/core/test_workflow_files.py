@@ -115,37 +115,45 @@ def test_ui_and_api_twins_describe_the_same_graph(name):
         assert [o["name"] for o in n["outputs"]] == [o for o, _ in gen.NODE_DEFS[n["type"]].outputs]
 
 
+def _sampler_title(api: dict) -> str:
+    """MagicPose Render Video (video_dance_long) samples and writes the result in one node titled Output."""
+    out = titled(api, "Output")
+    return "Output" if out and api[out[0]]["class_type"] == "MagicPoseRenderVideo" else "Sampler"
+
+
 @pytest.mark.parametrize("name", NAMES)
 def test_titles_follow_the_client_convention(name):
     api = load_api(name)
     titles = [n["_meta"]["title"] for n in api.values()]
     renamed = [t for t, n in zip(titles, api.values()) if t != gen.NODE_DEFS[n["class_type"]].display_name]
     assert len(renamed) == len(set(renamed)), f"titles must be unique for --set: {renamed}"
-    for title in ("Reference", "Output", "Sampler", "Checkpoint", "MagicPose model", "Negative prompt"):
+    sampler = _sampler_title(api)
+    for title in ("Reference", "Output", sampler, "Checkpoint", "MagicPose model", "Negative prompt"):
         assert len(titled(api, title)) == 1, title
     assert api[titled(api, "Reference")[0]]["class_type"] == "LoadImage"
     assert api[titled(api, "Checkpoint")[0]]["class_type"] == "CheckpointLoaderSimple"
     assert api[titled(api, "MagicPose model")[0]]["class_type"] == "MagicPoseLoadModel"
-    assert api[titled(api, "Output")[0]]["class_type"] in ("SaveImage", "MagicPoseFramesToVideo")
+    assert api[titled(api, "Output")[0]]["class_type"] in ("SaveImage", "MagicPoseFramesToVideo",
+                                                           "MagicPoseRenderVideo")
     driving = titled(api, "Driving video") + titled(api, "Driving poses")
     assert len(driving) == 1
     assert api[driving[0]]["class_type"] == ("LoadVideo" if titled(api, "Driving video") else "LoadImage")
     # what the client does with them: the files land in the upload inputs, --set reaches the sampler
     wf = mc.fill_workflow(copy.deepcopy(api), {"Reference": "me.png", api[driving[0]]["_meta"]["title"]: "d.mp4"},
-                          ["Sampler.steps=20", "Output.filename_prefix=007"])
+                          [f"{sampler}.steps=20", "Output.filename_prefix=007"])
     assert wf[titled(api, "Reference")[0]]["inputs"]["image"] == "me.png"
     assert "d.mp4" in wf[driving[0]]["inputs"].values()
-    assert wf[titled(api, "Sampler")[0]]["inputs"]["steps"] == 20
+    assert wf[titled(api, sampler)[0]]["inputs"]["steps"] == 20
     assert wf[titled(api, "Output")[0]]["inputs"]["filename_prefix"] == "007"
 
 
 @pytest.mark.parametrize("name", NAMES)
 def test_official_defaults(name):
     api, ui = load_api(name), load_ui(name)
-    sampler = api[titled(api, "Sampler")[0]]["inputs"]
+    sampler = api[titled(api, _sampler_title(api))[0]]["inputs"]
     assert (sampler["steps"], sampler["cfg"], sampler["sampler_name"], sampler["scheduler"], sampler["seed"],
             sampler["denoise"]) == (50, 7.0, "ddim", "ddim_uniform", 42, 1.0)
-    if api[titled(api, "Sampler")[0]]["class_type"] == "MagicPoseSample":
+    if api[titled(api, _sampler_title(api))[0]]["class_type"] in ("MagicPoseSample", "MagicPoseRenderVideo"):
         assert sampler["shared_noise"] is True
     for nid in of_type(api, "MagicPoseLoadReference") + of_type(api, "MagicPoseExtractPose"):
         i = api[nid]["inputs"]
@@ -162,6 +170,9 @@ def test_official_defaults(name):
     for n in ui["nodes"]:
         if n["type"] in ("MagicPoseSample", "KSampler"):
             assert n["widgets_values"][:2] == [42, "fixed"]
+        if n["type"] == "MagicPoseRenderVideo":
+            seed = [s.name for s in gen.ordered_slots(gen.NODE_DEFS[n["type"]])[1]].index("seed")
+            assert n["widgets_values"][seed:seed + 2] == [42, "fixed"]
         if n["type"] in ("LoadImage", "LoadVideo"):
             assert n["widgets_values"][-1] == "image"
 

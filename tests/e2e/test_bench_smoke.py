@@ -109,6 +109,10 @@ def test_bench_records_load_and_the_single_image_and_precision_figures(bench_run
     assert rows["fp32"]["max_rel_dev"] == 0.0 and rows["fp32"]["speedup"] == 1.0
     bf16 = rows["bf16"]
     assert "skipped" in bf16 or 0 < bf16["max_rel_dev"] < 0.5
+    auto = c["autocast_auto"]   # what autocast="auto" chooses here, from the pack's own probe
+    assert auto["choice"] in ("off", "bf16", "fp16") and auto["probe"]["seconds"]["off"] > 0
+    assert set(auto["speedup"]) == {"bf16", "fp16"} and auto["cpu"]["capability"]
+    assert f"autocast auto -> {auto['choice']} on this machine" in stdout and "block speed-up" in stdout
 
 
 def test_bench_long_video_holds_one_bank_over_ten_steps(bench_run):

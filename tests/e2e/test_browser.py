@@ -1,14 +1,23 @@
-"""The pack in the real ComfyUI frontend (1.47, served by the test server), in Debian's headless Chromium over CDP.
+"""The pack in the real ComfyUI frontend, in Debian's headless Chromium over CDP.
+
+Every test runs against two frontends: the one ComfyUI 0.30.0's requirements install (1.47.12, served by the session
+test server) and the current one (1.58.1, unpacked by ``scripts/env.sh`` into ``.cache/frontend-<version>/`` and
+served by a server of this module with ``--front-end-root``; ``support.frontend``). The tests whose subject the node
+renderer draws also run on the current frontend with Nodes 2.0 (the Vue node renderer, setting
+``Comfy.VueNodes.Enabled``; off by default in both versions, which the classic runs check) switched on.
 
 - The web extension (``web/js/*.js``) is listed by ``/extensions``, loaded and registered, with its settings.
 - Every MagicPose node type is registered in LiteGraph with exactly the widgets of its schema (``/object_info``)
-  and has its help page (``web/docs/<node_id>.md``) where the frontend looks for it.
+  and has its help page (``web/docs/<node_id>.md``) where the frontend looks for it; with Nodes 2.0 each node is
+  drawn as a Vue node with its title and widgets.
 - Every UI workflow in ``workflows/*.json`` loads through ``app.loadGraphData``: no missing node type (the list
   the frontend's missing-nodes dialog gets), MagicPose nodes with their widgets and all their widget values,
-  ``app.graphToPrompt`` exports them; a screenshot goes to ``.cache/test-logs/browser_<name>.png``.
+  ``app.graphToPrompt`` exports them; a screenshot goes to ``.cache/test-logs/browser_<name>_<variant>.png``.
 - The frame player (``web/js/player.js``) on an ``executed`` message with three images served by ``/view``: the
-  DOM widget appears, plays, pauses, its slider selects the frame the node's canvas preview draws (pixel check),
-  it is never serialized, and it goes away for single images or when disabled in the settings.
+  DOM widget appears, plays, pauses, its slider selects the frame the user sees (classic: the node's canvas
+  preview, pixel check; Nodes 2.0: the player's own frame view, screenshot pixel check), it is never serialized,
+  and it goes away for single images or when disabled in the settings.
+- The template browser lists the UI workflows of ``workflows/`` (not the API twins) with their thumbnails.
 
 Chromium comes from Debian (``apt-get install chromium`` when missing: ``support.cdp.ensure_chromium``); the
 flags are those of ``docs/comfyui-integration.md`` §8. Chromium is ended by PID and its profile removed.
@@ -17,16 +26,20 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import re
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
-from support.cdp import Chromium, ensure_chromium
+from support import frontend
+from support.cdp import Chromium, Page, ensure_chromium
 from support.figures import record
-from support.server import PACK_DIR_NAME
+from support.frontend import NODES2_SETTING, Frontend
+from support.server import PACK_DIR_NAME, ComfyServer
 
 pytestmark = [pytest.mark.comfy, pytest.mark.server, pytest.mark.browser, pytest.mark.timeout(300)]
 
@@ -71,13 +84,126 @@ def widget_inputs(node_info: dict) -> list[str]:
     return names
 
 
+def _input_options(node_info: dict, name: str) -> dict:
+    for section in ("required", "optional"):
+        spec = node_info["input"].get(section, {}).get(name)
+        if spec is not None:
+            return spec[1] if len(spec) > 1 and isinstance(spec[1], dict) else {}
+    raise KeyError(name)
+
+
 def shown_widgets(names: list[str]) -> list[str]:
     return [n for n in names if n != CONTROL_WIDGET]
 
 
+# --- frontends and renderers ---------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Variant:
+    frontend: Frontend
+    nodes2: bool                 # Nodes 2.0: the Vue node renderer (setting Comfy.VueNodes.Enabled), off by default
+
+    @property
+    def id(self) -> str:
+        return f"fe{self.frontend.version}" + ("-nodes2" if self.nodes2 else "")
+
+
+FRONTENDS = [frontend.installed(), frontend.current()]
+# Nodes 2.0 on the current frontend only (1.47.12 has it too and passed the same checks; kept out for test time)
+VARIANTS = {v.id: v for v in (Variant(FRONTENDS[0], False), Variant(FRONTENDS[1], False), Variant(FRONTENDS[1], True))}
+# what the renderer changes: how our nodes, their widgets, the frame player and the workflows are drawn (the rest,
+# the template browser and the player's scope, does not depend on it and runs with the default renderer)
+NODES2_TESTS = {"test_web_extension_is_served_and_registered", "test_node_types_have_their_schema_widgets_and_help",
+                "test_ui_workflow_loads_in_the_frontend", "test_frame_player_plays_and_selects_frames"}
+
+
+def pytest_generate_tests(metafunc):
+    if "ui" in metafunc.fixturenames:
+        ids = [k for k, v in VARIANTS.items() if not v.nodes2 or metafunc.definition.originalname in NODES2_TESTS]
+        metafunc.parametrize("ui", ids, indirect=True, scope="module")
+
+
+@dataclass
+class UI:
+    server: ComfyServer
+    page: Page
+    variant: Variant
+
+
 @pytest.fixture(scope="module")
-def object_info(server) -> dict:
-    return server.get_json("/object_info")
+def own_servers(comfy_root, factory_files, tmp_path_factory):
+    """Servers for frontends other than ComfyUI's installed one (the session server serves that), one at a time."""
+    running: dict[str, ComfyServer] = {}
+
+    def get(fe: Frontend) -> ComfyServer:
+        if fe.version not in running:
+            for old in running.values():
+                old.stop()
+            running.clear()
+            base = tmp_path_factory.mktemp(f"server_fe{fe.version}")
+            srv = ComfyServer(comfy_root, base, LOGS / f"server-fe{fe.version}-{os.getpid()}.log",
+                              extra_args=fe.server_args)
+            srv.prepare_base({"checkpoints": [factory_files["sd15"]], "magicpose": [factory_files["magicpose"]]})
+            srv.start()
+            srv.post_json("/settings/Comfy.TutorialCompleted", True)
+            running[fe.version] = srv
+        return running[fe.version]
+
+    yield get
+    for srv in running.values():
+        srv.stop()
+
+
+@pytest.fixture(scope="module")
+def ui(request, own_servers) -> UI:
+    variant = VARIANTS[request.param]
+    fe = variant.frontend.require()
+    server = request.getfixturevalue("server") if fe.root is None else own_servers(fe)
+    stored = server.get_json("/settings").get(NODES2_SETTING)
+    if variant.nodes2 or stored is not None:     # unset: the frontend's default, checked below
+        server.post_json(f"/settings/{NODES2_SETTING}", variant.nodes2)
+    binary = ensure_chromium(LOGS / "chromium-apt.log")
+    browser = Chromium(binary, LOGS / "chromium.log", window=(1600, 1000)).start()
+    tab = None
+    try:
+        tab = browser.new_page()
+        t0 = time.perf_counter()
+        tab.navigate(server.url + "/")
+        tab.wait_for(APP_READY, timeout=120)
+        record(f"browser {variant.id}: ComfyUI frontend ready (s)", round(time.perf_counter() - t0, 2))
+        served = tab.evaluate("window.__COMFYUI_FRONTEND_VERSION__")
+        assert served == fe.version or fe.version == "installed", f"served frontend {served}, expected {fe}"
+        renderer = tab.evaluate("!!LiteGraph.vueNodesMode")
+        if stored is None and not variant.nodes2:
+            record(f"browser: Nodes 2.0 on by default in frontend {served}", renderer)
+        assert renderer is variant.nodes2, f"frontend {served}: Nodes 2.0 is {'on' if renderer else 'off'}"
+        tab.evaluate(PROBE)
+        # screenshots of whole workflows are zoomed out: keep node text drawn (0 = no low-detail rendering)
+        tab.evaluate("app.extensionManager.setting.set('LiteGraph.Canvas.MinFontSizeForLOD', 0).then(() => true)")
+        yield UI(server, tab, variant)
+    finally:
+        if tab is not None:
+            tab.close()
+        browser.stop()
+        if variant.nodes2:
+            server.post_json(f"/settings/{NODES2_SETTING}", False)
+    assert browser.proc.poll() is not None, "Chromium is still running"
+
+
+@pytest.fixture(scope="module")
+def page(ui) -> Page:
+    return ui.page
+
+
+@pytest.fixture(autouse=True)
+def console_per_test(page):
+    """Each test answers for the console errors of its own actions (and the first one for the page load)."""
+    yield
+    page.console.clear()
+
+
+@pytest.fixture(scope="module")
+def object_info(ui) -> dict:
+    return ui.server.get_json("/object_info")
 
 
 @pytest.fixture(scope="module")
@@ -87,34 +213,15 @@ def magicpose_nodes(object_info) -> dict:
     return nodes
 
 
-@pytest.fixture(scope="module")
-def page(server):
-    binary = ensure_chromium(LOGS / "chromium-apt.log")
-    browser = Chromium(binary, LOGS / "chromium.log", window=(1600, 1000)).start()
-    tab = None
-    try:
-        tab = browser.new_page()
-        t0 = time.perf_counter()
-        tab.navigate(server.url + "/")
-        tab.wait_for(APP_READY, timeout=120)
-        record("browser: ComfyUI frontend ready (s)", round(time.perf_counter() - t0, 2))
-        tab.evaluate(PROBE)
-        # screenshots of whole workflows are zoomed out: keep node text drawn (0 = no low-detail rendering)
-        tab.evaluate("app.extensionManager.setting.set('LiteGraph.Canvas.MinFontSizeForLOD', 0).then(() => true)")
-        yield tab
-    finally:
-        if tab is not None:
-            tab.close()
-        browser.stop()
-    assert browser.proc.poll() is not None, "Chromium is still running"
+# The frontend's own missing-model check probes the `properties.models` URLs of a loaded workflow (ours link the
+# README, whose URL contains "magicpose"); the server's Content Security Policy blocks those requests in both
+# frontend versions. They come from the frontend's assets, not from our code.
+FRONTEND_CSP = re.compile(r"Content Security Policy.*\(https?://127\.0\.0\.1:\d+/assets/[^/()]+\.js\)$", re.S)
 
 
 def own_errors(page) -> list[str]:
     """Console errors and uncaught exceptions that come from the pack's web files."""
-    # the frontend's own missing-model check probes each workflow model URL; this loopback server's CSP blocks the
-    # probe of the README link (the pack's URL contains "magicpose"): that is the frontend's request, not our code
-    return [e.text for e in page.errors() if re.search(r"magicpose", e.text, re.I)
-            and not ("Content Security Policy" in e.text and "missingModelDownload" in e.text)]
+    return [e.text for e in page.errors() if re.search(r"magicpose", e.text, re.I) and not FRONTEND_CSP.search(e.text)]
 
 
 def load_graph(page, graph: dict, name: str) -> None:
@@ -136,9 +243,9 @@ def screenshot(page, name: str) -> Path:
 
 
 # --- the web extension -------------------------------------------------------------------------------------------
-def test_web_extension_is_served_and_registered(server, page):
+def test_web_extension_is_served_and_registered(ui, page):
     assert WEB_JS, "web/js/ has no .js file"
-    listed = set(server.get_json("/extensions"))
+    listed = set(ui.server.get_json("/extensions"))
     names = []
     for js in WEB_JS:
         url = f"/extensions/{PACK_DIR_NAME}/{js.relative_to(ROOT / 'web').as_posix()}"
@@ -159,7 +266,8 @@ def test_web_extension_is_served_and_registered(server, page):
     assert own_errors(page) == []
 
 
-def test_node_types_have_their_schema_widgets_and_help(page, magicpose_nodes):
+def test_node_types_have_their_schema_widgets_and_help(ui, page, magicpose_nodes):
+    no_help = []
     for node_id, info in magicpose_nodes.items():
         got = page.evaluate(f"""(() => {{
             const n = LiteGraph.createNode({json.dumps(node_id)});
@@ -175,13 +283,35 @@ def test_node_types_have_their_schema_widgets_and_help(page, magicpose_nodes):
                 if len(spec) > 1 and isinstance(spec[1], dict) and spec[1].get("control_after_generate"):
                     i = got["widgets"].index(name)
                     assert got["widgets"][i + 1] == CONTROL_WIDGET, (node_id, name)
-        # the help page, where the frontend's node library looks for it (nodeHelpService: /extensions/<pack>/docs)
+        # the help page, where the node help of both frontend versions looks for it (NodeHelpService:
+        # /extensions/<custom_nodes folder of python_module>/docs/<id>/<locale>.md, then .../docs/<id>.md)
+        assert info["python_module"] == f"custom_nodes.{PACK_DIR_NAME}", info["python_module"]
         doc = page.evaluate(f"""fetch(app.api.fileURL('/extensions/{PACK_DIR_NAME}/docs/{node_id}.md'))
             .then(async (r) => ({{ status: r.status, type: r.headers.get('content-type'), text: await r.text() }}))""")
-        assert doc["status"] == 200, f"web/docs/{node_id}.md: {doc['status']}"
-        assert "text/html" not in (doc["type"] or "")
-        assert doc["text"].splitlines()[0] == f"# {info['display_name']}", node_id
-        assert len(doc["text"]) > 300
+        if doc["status"] != 200 or "text/html" in (doc["type"] or ""):
+            no_help.append(f"web/docs/{node_id}.md: {doc['status']} {doc['type']}")
+        elif doc["text"].splitlines()[0] != f"# {info['display_name']}" or len(doc["text"]) <= 300:
+            no_help.append(f"web/docs/{node_id}.md: not a help page titled '# {info['display_name']}'")
+    if ui.variant.nodes2:
+        load_graph(page, EMPTY_GRAPH, "vue-nodes-test")
+        for node_id, info in magicpose_nodes.items():   # each node drawn by the Vue renderer, title and widgets
+            # the inputs not marked advanced are drawn; the advanced ones wait behind "Show advanced inputs"
+            basic = [n for n in widget_inputs(info) if not _input_options(info, n).get("advanced")]
+            want = json.dumps([info["display_name"], *basic])
+            shown = page.evaluate(f"""(async () => {{
+                const n = LiteGraph.createNode({json.dumps(node_id)}); app.graph.add(n);
+                let lines = [];
+                for (let i = 0; i < 200; i++) {{
+                    await new Promise((r) => requestAnimationFrame(() => setTimeout(r, 20)));
+                    const el = document.querySelector(`[data-node-id="${{n.id}}"]`);
+                    lines = el ? el.innerText.split("\\n").map((t) => t.trim()) : [];
+                    if ({want}.every((t) => lines.includes(t))) break;
+                }}
+                app.graph.remove(n);
+                return lines; }})()""", timeout=30)
+            missing = [t for t in json.loads(want) if t not in shown]
+            assert missing == [], (node_id, missing, shown)
+    assert no_help == [], no_help
 
 
 # --- UI workflows ------------------------------------------------------------------------------------------------
@@ -192,7 +322,7 @@ def _workflow_params():
 
 
 @pytest.mark.parametrize("path", _workflow_params())
-def test_ui_workflow_loads_in_the_frontend(page, magicpose_nodes, path):
+def test_ui_workflow_loads_in_the_frontend(ui, page, magicpose_nodes, path):
     assert path is not None, "workflows/ has no *.json UI workflow: every pack workflow must load in the browser"
     graph = json.loads(path.read_text())
     assert isinstance(graph.get("nodes"), list) and graph["nodes"], f"{path.name} is not a UI-format workflow"
@@ -206,7 +336,7 @@ def test_ui_workflow_loads_in_the_frontend(page, magicpose_nodes, path):
 
     t0 = time.perf_counter()
     load_graph(page, graph, path.name)
-    record(f"browser: load {path.name} (s)", round(time.perf_counter() - t0, 2))
+    record(f"browser {ui.variant.id}: load {path.name} (s)", round(time.perf_counter() - t0, 2))
     missing = page.evaluate("window.__mpProbe.missing")
     assert missing == [], f"{path.name}: the frontend reports missing node types {missing}"
 
@@ -242,7 +372,7 @@ def test_ui_workflow_loads_in_the_frontend(page, magicpose_nodes, path):
             assert sorted(v["class_type"] for v in prompt.values()) == \
                 sorted(v["class_type"] for v in api.values()), f"{path.name} and api/{twin.name}: different graphs"
 
-    shot = screenshot(page, path.stem)
+    shot = screenshot(page, f"{path.stem}_{ui.variant.id}")
     assert shot.stat().st_size > 10_000
     assert own_errors(page) == []
 
@@ -252,13 +382,13 @@ COLOURS = [(220, 30, 30), (30, 200, 40), (40, 60, 230)]
 
 
 @pytest.fixture(scope="module")
-def uploaded_frames(server, tmp_path_factory) -> list[dict]:
+def uploaded_frames(ui, tmp_path_factory) -> list[dict]:
     folder = tmp_path_factory.mktemp("player_frames")
     frames = []
     for i, colour in enumerate(COLOURS):
         p = folder / f"magicpose_player_{i}.png"
         Image.fromarray(np.full((96, 64, 3), colour, np.uint8)).save(p)
-        name = server.upload_image(p, subfolder="magicpose_player_test")
+        name = ui.server.upload_image(p, subfolder="magicpose_player_test")
         sub, _, filename = name.rpartition("/")
         frames.append({"filename": filename, "subfolder": sub, "type": "input"})
     return frames
@@ -295,54 +425,99 @@ def _add_node(page, node_type: str) -> None:
         return true; }})()""")
 
 
-def _player(page) -> dict | None:
+def _player(page, shown: str) -> dict | None:
     return page.evaluate(f"""(() => {{
         const n = window.__mpNode;
         const w = (n.widgets || []).find((w) => w.name === {json.dumps(PLAYER_WIDGET)});
         if (!w) return null;
         const q = (s) => w.element.querySelector(s);
+        const vueNode = document.querySelector(`[data-node-id="${{n.id}}"]`);
         return {{ connected: w.element.isConnected, visible: w.element.getBoundingClientRect().height > 10,
                   max: Number(q('input[type=range]').max), slider: Number(q('input[type=range]').value),
                   label: q('.magicpose-player-label').textContent, playing: q('button').getAttribute('aria-pressed'),
-                  imageIndex: n.imageIndex, imgs: (n.imgs || []).length, index: w.value && w.value.index }};
+                  shown: {shown}(n, w), imgs: (n.imgs || []).length, index: w.value && w.value.index,
+                  view: q('.magicpose-player-frame').getBoundingClientRect().height,
+                  inVueNode: vueNode ? vueNode.contains(w.element) : null }};
     }})()""")
 
 
-def _wait_pixel(page, colour, timeout: float = 5.0) -> list[int]:
+def _shown_js(nodes2: bool, frames: list[dict]) -> str:
+    """JS ``(node, widget) => index`` of the frame the user sees: classic nodes draw it in the node's own canvas
+    preview (``node.imageIndex``); Nodes 2.0 shows it in the player's frame view (its ``/view`` URL)."""
+    if not nodes2:
+        return "((n, w) => n.imageIndex)"
+    names = json.dumps([f["filename"] for f in frames])
+    return (f"((n, w) => {names}.indexOf(new URL(w.element.querySelector('.magicpose-player-frame').src)"
+            f".searchParams.get('filename')))")
+
+
+VIEW_CENTRE = f"""(() => {{
+  // centre of the player's frame view (Nodes 2.0), in CSS pixels, once its image has loaded
+  const w = window.__mpNode.widgets.find((w) => w.name === '{PLAYER_WIDGET}');
+  const v = w && w.element.querySelector('.magicpose-player-frame');
+  if (!v || !v.complete || !v.naturalWidth) return null;
+  const r = v.getBoundingClientRect();
+  return [r.x + r.width / 2, r.y + r.height / 2, window.devicePixelRatio || 1];
+}})()"""
+
+
+def _wait_pixel(page, colour, nodes2: bool, timeout: float = 5.0) -> list[int]:
+    """What the user sees: classic, the node's canvas preview; Nodes 2.0, the player's view (a screenshot pixel)."""
     deadline = time.monotonic() + timeout
     px = None
     while time.monotonic() < deadline:
         page.evaluate("app.canvas.setDirty(true, true), true")
         page.evaluate(NEXT_FRAMES)
-        px = page.evaluate(PREVIEW_PIXEL)
+        if nodes2:
+            centre = page.evaluate(VIEW_CENTRE)
+            if centre is not None:
+                shot = page.screenshot(LOGS / "browser_player_view.png")
+                with Image.open(shot) as im:
+                    px = list(im.convert("RGB").getpixel((round(centre[0] * centre[2]), round(centre[1] * centre[2]))))
+        else:
+            px = page.evaluate(PREVIEW_PIXEL)
         if px is not None and int(np.abs(np.array(px) - colour).max()) <= 12:
             return px
-    raise AssertionError(f"the node preview shows {px}, expected the frame colour {colour}")
+    raise AssertionError(f"the {'player view' if nodes2 else 'node preview'} shows {px}, expected the frame colour "
+                         f"{colour}")
 
 
-def test_frame_player_plays_and_selects_frames(page, server, magicpose_nodes, uploaded_frames):
+def test_frame_player_plays_and_selects_frames(ui, page, magicpose_nodes, uploaded_frames):
+    nodes2 = ui.variant.nodes2
+    shown = _shown_js(nodes2, uploaded_frames)
     load_graph(page, EMPTY_GRAPH, "player-test")
     _add_node(page, "MagicPoseExtractPose")
-    assert _player(page) is None
+    assert _player(page, shown) is None
 
     _executed(page, "window.__mpNode", uploaded_frames)
-    page.wait_for(f"(window.__mpNode.imgs || []).length === 3 && "
-                  f"window.__mpNode.widgets.some((w) => w.name === '{PLAYER_WIDGET}')", timeout=20)
-    st = _player(page)
+    # classic: the native preview loads the frames into node.imgs; Nodes 2.0: its gallery does, the player's view
+    # loads the first one
+    loaded = VIEW_CENTRE if nodes2 else "(window.__mpNode.imgs || []).length === 3"
+    page.wait_for(f"window.__mpNode.widgets.some((w) => w.name === '{PLAYER_WIDGET}') && {loaded}", timeout=20)
+    st = _player(page, shown)
     assert st["connected"] and st["visible"], st
     assert st["max"] == 2 and st["playing"] == "true", st   # autoplay is on by default
-    sizes = page.evaluate("window.__mpNode.imgs.map((i) => [i.naturalWidth, i.naturalHeight])")
-    assert sizes == [[64, 96]] * 3                          # the native preview got our frames from /view
+    if nodes2:   # the controls and the frame view are inside the Vue node, below its widgets
+        assert st["inVueNode"] is True and st["view"] > 100, st
+        size = page.evaluate(f"""(() => {{ const v = window.__mpNode.widgets.find((w) => w.name === '{PLAYER_WIDGET}')
+            .element.querySelector('.magicpose-player-frame'); return [v.naturalWidth, v.naturalHeight]; }})()""")
+        assert size == [64, 96]                             # a frame from /view
+    else:        # the frame is drawn by the node's own preview: no second view
+        assert st["inVueNode"] is None and st["view"] == 0, st
+        sizes = page.evaluate("window.__mpNode.imgs.map((i) => [i.naturalWidth, i.naturalHeight])")
+        assert sizes == [[64, 96]] * 3                      # the native preview got our frames from /view
 
-    # playing: with 25 fps every frame shows up within a second, in order
+    # playing: with 10 fps every frame shows up within 1.2 s, in order (sampled every 20 ms: a frame lasts 5 samples,
+    # so a busy CPU does not make the sampling skip one)
     page.evaluate(f"""(() => {{ const w = window.__mpNode.widgets.find((w) => w.name === '{PLAYER_WIDGET}');
-        const f = w.element.querySelector('input[type=number]'); f.value = '25';
+        const f = w.element.querySelector('input[type=number]'); f.value = '10';
         f.dispatchEvent(new Event('change')); return true; }})()""")
-    seen = page.evaluate("""(async () => { const out = [];
-        for (let i = 0; i < 40; i++) {
-          await new Promise((r) => setTimeout(r, 25)); out.push(window.__mpNode.imageIndex);
-        }
-        return out; })()""")
+    current = f"{shown}(window.__mpNode, window.__mpNode.widgets.find((w) => w.name === '{PLAYER_WIDGET}'))"
+    seen = page.evaluate(f"""(async () => {{ const out = [];
+        for (let i = 0; i < 60; i++) {{
+          await new Promise((r) => setTimeout(r, 20)); out.push({current});
+        }}
+        return out; }})()""")
     while seen and seen[0] is None:   # the preview had just loaded its images (it resets the selection then)
         seen.pop(0)
     assert set(seen) == {0, 1, 2}, seen
@@ -352,21 +527,21 @@ def test_frame_player_plays_and_selects_frames(page, server, magicpose_nodes, up
     # pause: the frame stays
     page.evaluate(f"""(() => {{ window.__mpNode.widgets.find((w) => w.name === '{PLAYER_WIDGET}')
         .element.querySelector('button').click(); return true; }})()""")
-    st = _player(page)
+    st = _player(page, shown)
     assert st["playing"] == "false"
-    frozen = page.evaluate("""(async () => { const a = window.__mpNode.imageIndex;
-        await new Promise((r) => setTimeout(r, 300)); return [a, window.__mpNode.imageIndex]; })()""")
+    frozen = page.evaluate(f"""(async () => {{ const a = {current};
+        await new Promise((r) => setTimeout(r, 300)); return [a, {current}]; }})()""")
     assert frozen[0] == frozen[1], frozen
 
-    # the slider selects the frame the node's canvas preview draws
+    # the slider selects the frame the user sees
     for index in (2, 0, 1):
         page.evaluate(f"""(() => {{ const s = window.__mpNode.widgets.find((w) => w.name === '{PLAYER_WIDGET}')
             .element.querySelector('input[type=range]'); s.value = '{index}';
             s.dispatchEvent(new Event('input')); return true; }})()""")
-        st = _player(page)
-        assert st["imageIndex"] == index and st["slider"] == index and st["label"] == f"{index + 1} / 3", st
-        _wait_pixel(page, COLOURS[index])
-    page.screenshot(LOGS / "browser_player.png")
+        st = _player(page, shown)
+        assert st["shown"] == index and st["slider"] == index and st["label"] == f"{index + 1} / 3", st
+        _wait_pixel(page, COLOURS[index], nodes2)
+    page.screenshot(LOGS / f"browser_player_{ui.variant.id}.png")
 
     # never serialized: not in the workflow's widgets_values, not an input of the prompt
     ser = page.evaluate("window.__mpNode.serialize().widgets_values.length")
@@ -377,25 +552,26 @@ def test_frame_player_plays_and_selects_frames(page, server, magicpose_nodes, up
 
     # a single image: no player; disabled in the settings: no player
     _executed(page, "window.__mpNode", uploaded_frames[:1])
-    assert _player(page) is None
+    assert _player(page, shown) is None
     page.evaluate("app.extensionManager.setting.set('MagicPose.Player.Enabled', false).then(() => true)")
     try:
         _executed(page, "window.__mpNode", uploaded_frames)
-        assert _player(page) is None
+        assert _player(page, shown) is None
     finally:
         page.evaluate("app.extensionManager.setting.set('MagicPose.Player.Enabled', true).then(() => true)")
     _executed(page, "window.__mpNode", uploaded_frames)
-    st = _player(page)
+    st = _player(page, shown)
     assert st is not None and st["playing"] == "true", st
 
     # removing the node removes the widget's DOM and stops playback (the removed node's frame stays put)
-    after = page.evaluate("""(async () => { const n = window.__mpNode;
-        const el = n.widgets.find((w) => w.name === 'magicpose_player').element;
+    after = page.evaluate(f"""(async () => {{ const n = window.__mpNode;
+        const w = n.widgets.find((w) => w.name === '{PLAYER_WIDGET}'), el = w.element;
         await new Promise((r) => setTimeout(r, 200));
         app.graph.remove(n);
+        await new Promise((r) => requestAnimationFrame(() => requestAnimationFrame(r)));
         const out = [];
-        for (let i = 0; i < 8; i++) { out.push(n.imageIndex); await new Promise((r) => setTimeout(r, 50)); }
-        return { connected: el.isConnected, indices: out }; })()""")
+        for (let i = 0; i < 8; i++) {{ out.push({shown}(n, w)); await new Promise((r) => setTimeout(r, 50)); }}
+        return {{ connected: el.isConnected, indices: out }}; }})()""")
     assert after["connected"] is False
     assert len(set(after["indices"])) == 1, after
     assert own_errors(page) == []
@@ -406,7 +582,7 @@ def test_player_leaves_other_node_types_alone(page, uploaded_frames):
     _add_node(page, "PreviewImage")
     _executed(page, "window.__mpNode", uploaded_frames)
     page.wait_for("(window.__mpNode.imgs || []).length === 3", timeout=20)
-    assert _player(page) is None
+    assert _player(page, "((n, w) => n.imageIndex)") is None
 
 
 # --- template browser ---------------------------------------------------------------------------------------------
@@ -415,7 +591,8 @@ THUMBS_DRAWN = """[...document.querySelectorAll('img')].filter(
     (i) => i.complete && i.naturalWidth === 480 && i.naturalHeight === 300).length"""
 
 
-def test_template_browser_shows_our_workflows_with_thumbnails(server, page):
+def test_template_browser_shows_our_workflows_with_thumbnails(ui, page):
+    server = ui.server
     names = sorted(p.stem for p in WORKFLOWS)
     listed = server.get_json("/api/workflow_templates")
     assert sorted(listed[PACK_DIR_NAME]) == names
@@ -434,10 +611,11 @@ def test_template_browser_shows_our_workflows_with_thumbnails(server, page):
     page.wait_for(f"document.body.innerText.includes('Showing {len(names)} of {len(names)} templates')", timeout=60)
     assert page.wait_for(f"{THUMBS_DRAWN} >= {len(names)}", timeout=60)
     text = page.evaluate("document.body.innerText")
-    for name in names:
-        assert name in text and name.replace("_", " ") in text     # title and description: the file name
+    # the card title is the file name (1.47 adds it, spaced, as the description; 1.58 shows the kind, "Node graph")
+    assert [name for name in names if name not in text.split("\n")] == []
+    assert f"{PACK_DIR_NAME}/api" not in text and not any(f"{name}_api" in text for name in names)   # no API twins
     page.evaluate("new Promise((r) => setTimeout(r, 500)).then(() => true)")
-    path = page.screenshot(LOGS / "browser_template_browser.png")
+    path = page.screenshot(LOGS / f"browser_template_browser_{ui.variant.id}.png")
     with Image.open(path) as im:
         assert np.asarray(im.convert("RGB")).std() > 5
     page.evaluate("document.dispatchEvent(new KeyboardEvent('keydown', {key: 'Escape', bubbles: true})) || true")

@@ -22,6 +22,7 @@ FROZEN_IDS = {  # saved workflows reference these: never rename (keep a deprecat
     "MagicPoseSelectFrames": "MagicPose Select Frames",
     "MagicPoseWatermarkImage": "MagicPose Watermark Image",
     "MagicPoseCheckProvenance": "MagicPose Check Provenance",
+    "MagicPoseRenderVideo": "MagicPose Render Video",
 }
 
 

@@ -19,7 +19,8 @@ from typing import Any, Callable
 ROOT = Path(__file__).resolve().parents[2]
 WORKFLOWS = ROOT / "workflows"
 API_DIR = WORKFLOWS / "api"
-NAMES = ("video_dance_retarget", "image_pose_retarget", "face_expression_retarget", "stylised_reference")
+NAMES = ("video_dance_retarget", "video_dance_long", "image_pose_retarget", "face_expression_retarget",
+         "stylised_reference")
 WIDGET_TYPES = {"INT", "FLOAT", "STRING", "BOOLEAN", "COMBO"}
 VIRTUAL = {"MarkdownNote", "Note"}
 

@@ -3,7 +3,7 @@
 // previews a batch). Video previews (`animated`) are left to ComfyUI's own player.
 //
 // Official extension hooks only (docs.comfy.org, custom nodes -> JavaScript: "hooks", "settings"; the DOM widget
-// and preview fields as in ComfyUI_frontend 1.47, read there, nothing copied): `beforeRegisterNodeDef` chains
+// and preview fields as in ComfyUI_frontend 1.47 and 1.58, read there, nothing copied): `beforeRegisterNodeDef` chains
 // `onExecuted` of OUR node types only (node ids starting with "MagicPose"), the controls are a DOM widget
 // (`node.addDOMWidget`), settings are declared in `registerExtension({ settings })` and read through
 // `app.extensionManager.setting`. No global LiteGraph/ComfyUI prototype is patched. CSS is injected from here
