@@ -38,7 +38,7 @@ SIZES = {   # what each mode measures
                            flags=["", "--lowvram", "--novram"]),
             "budget": {"fixture": 60, "speed": 270, "server": 130}},
     "dry": {"fixture": dict(size=64, frames=1, steps="2", ref_dtypes="fp64,fp32", dtypes="fp32"),
-            "speed": dict(full=False, size=64, size2=128, steps="1,2", frame_batches="1,2", long_fb=2,
+            "speed": dict(full=False, size=64, size2=64, steps="1,2", frame_batches="1,2", long_fb=2,
                           dtypes="fp32", compile=False),
             "server": dict(size=64, frames=2, steps=1, frame_batch=2, long_frames=4, flags=[""]),
             # generous: the dry run checks code paths, not speed, and a shared 2-core CPU can be 10x slower

@@ -71,7 +71,7 @@ def test_dry_run_speed_rows_split_the_time_and_fit_the_memory_curve(dry_run):
         assert x["seconds_per_frame"] > 0 and x["bare_seconds_per_frame"] > 0
         assert 0 < x["share"]["main_unet"] < 1 and 0 < x["share"]["acm"] < 1 and 0 < x["share"]["controlnet"] < 1
         assert x["peak_vram_mib"] is None                                    # no GPU: no VRAM figure, not a fake one
-    assert [m["size"] for m in sp["memory"]] == [128, 128]
+    assert [m["size"] for m in sp["memory"]] == [64, 64]
     assert any(v["variant"] == "sdpa MATH" and v["seconds_per_frame"] > 0 for v in sp["variants"])
     assert sp["vram_fit"]["measured"] is False
 
