@@ -33,7 +33,14 @@ SAMPLED = re.compile(r"MagicPose: (\d+) frames \(\d+ at a time\)")   # magicpose
 def uploaded(server, tmp_path_factory) -> dict[str, str]:
     mk = load_script("make_sample_inputs")
     files = mk.make_all(tmp_path_factory.mktemp("render_samples"), frames=FRAMES, fps=FPS, height=128, poses=1)
-    return {k: server.upload_image(p) for k, p in files.items() if k in ("reference", "driving")}
+    # own names: the shared server's input folder must not gain a driving.mp4 before test_workflows, whose frontend
+    # export would then carry Load Video's preview widget
+    out = {}
+    for k in ("reference", "driving"):
+        own = files[k].with_name(f"render_{files[k].name}")
+        files[k].rename(own)
+        out[k] = server.upload_image(own)
+    return out
 
 
 def _common(wf: dict, factory_files, uploaded) -> dict:
