@@ -21,7 +21,7 @@ import comfy.utils
 import folder_paths
 import torch
 
-from ..magicpose_core.media.frame_selection import MAX_FORCE_RATE, MAX_FRAME_CAP, MAX_NTH, MAX_SKIP, FrameSelection
+from ..magicpose_core.media.frame_selection import FrameSelection
 from ..magicpose_core.media.geometry import FIT_MODES
 from ..magicpose_core.media.video import DEFAULT_CRF, encode_video, iter_video_frames, probe_video, read_audio
 from ..magicpose_core.media.video_stream import DEFAULT_SHORT_SIDE_LIMIT, rate_variation
@@ -48,7 +48,7 @@ from .pose_detectors import DETECTOR_CHOICES, describe
 from .render.clip_progress import inner_progress
 from .render.identity import fingerprint
 from .render.pose_pass import clip_poses
-from .select_frames import audio_input
+from .select_frames import audio_input, selection_inputs
 from .types import MagicPoseModelType, MagicPoseReferenceType
 
 log = logging.getLogger("MagicPose")
@@ -107,14 +107,7 @@ class RenderVideo(io.ComfyNode):
                 io.Vae.Input("vae", tooltip="VAE that decodes the frames (the checkpoint's)."),
                 io.Video.Input("video", tooltip="The driving video, from core Load Video (read from its file, one "
                                                 "frame at a time; audio and frame rate are kept)."),
-                io.Int.Input("frame_load_cap", default=0, min=0, max=MAX_FRAME_CAP,
-                             tooltip="At most this many frames (0 = all), as Select Frames."),
-                io.Int.Input("skip_first_frames", default=0, min=0, max=MAX_SKIP,
-                             tooltip="Frames dropped at the start, as Select Frames."),
-                io.Int.Input("select_every_nth", default=1, min=1, max=MAX_NTH,
-                             tooltip="Keep every n-th frame; the output fps is divided by n, as Select Frames."),
-                io.Float.Input("force_rate", default=0.0, min=0.0, max=MAX_FORCE_RATE, step=0.01,
-                               tooltip="Resample to this frame rate first (0 = the video's own), as Select Frames."),
+                *selection_inputs(),
                 io.Combo.Input("detector", options=DETECTOR_CHOICES, default="auto",
                                tooltip="Pose detector, as Extract Pose (auto: DWPose, else MediaPipe)."),
                 io.Boolean.Input("body", default=True, tooltip="Draw the 18-point body. Official: on."),

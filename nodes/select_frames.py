@@ -90,6 +90,22 @@ def select_from_video(video, selection: FrameSelection):
     return from_uint8(got.frames), audio_input(audio), got.fps
 
 
+
+def selection_inputs() -> list:
+    """The frame-selection inputs (VideoHelperSuite's Load Video controls), shared with MagicPose Render Video."""
+    return [
+        io.Int.Input("frame_load_cap", default=0, min=0, max=MAX_FRAME_CAP,
+                     tooltip="At most this many frames (0 = all). With skip_first_frames it renders a range."),
+        io.Int.Input("skip_first_frames", default=0, min=0, max=MAX_SKIP,
+                     tooltip="Frames dropped at the start (counted after force_rate)."),
+        io.Int.Input("select_every_nth", default=1, min=1, max=MAX_NTH,
+                     tooltip="Keep every n-th frame (1 = all); the output fps is divided by n."),
+        io.Float.Input("force_rate", default=0.0, min=0.0, max=MAX_FORCE_RATE, step=0.01,
+                       tooltip="Resample to this frame rate first, dropping or repeating frames (0 = the "
+                               "video's own rate)."),
+    ]
+
+
 class SelectFrames(io.ComfyNode):
     @classmethod
     def define_schema(cls) -> io.Schema:
@@ -104,15 +120,7 @@ class SelectFrames(io.ComfyNode):
                 "frames are decoded into images; fps and audio follow the selection (fps = rate / nth, the audio "
                 "trimmed to the kept span). Also selects from an IMAGE batch. All zeros / 1 = the whole video."),
             inputs=[
-                io.Int.Input("frame_load_cap", default=0, min=0, max=MAX_FRAME_CAP,
-                             tooltip="At most this many frames (0 = all). With skip_first_frames it renders a range."),
-                io.Int.Input("skip_first_frames", default=0, min=0, max=MAX_SKIP,
-                             tooltip="Frames dropped at the start (counted after force_rate)."),
-                io.Int.Input("select_every_nth", default=1, min=1, max=MAX_NTH,
-                             tooltip="Keep every n-th frame (1 = all); the output fps is divided by n."),
-                io.Float.Input("force_rate", default=0.0, min=0.0, max=MAX_FORCE_RATE, step=0.01,
-                               tooltip="Resample to this frame rate first, dropping or repeating frames (0 = the "
-                                       "video's own rate)."),
+                *selection_inputs(),
                 io.Video.Input("video", optional=True,
                                tooltip="The driving video (core Load Video). Connect this or images."),
                 io.Image.Input("images", optional=True,

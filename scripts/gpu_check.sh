@@ -33,7 +33,7 @@ PY="${PYTHON:-python3}"
 [ -d "$DIR/wheels" ] && [ -f "$DIR/comfyui.tar.gz" ] || {
   echo "gpu_check: $DIR has no wheels/ or comfyui.tar.gz: run 'scripts/gpu_check.sh --prepare' where PyPI is" \
        "reachable and carry that folder (the run tool's carry list)" >&2; exit 2; }
-WORK="$(mktemp -d /tmp/gpu-check.XXXXXX)"
+WORK="$(mktemp -d -t gpu-check.XXXXXX)"
 echo "[gpu-check] installing $(ls "$DIR"/wheels/*.whl | wc -l) wheels offline into $WORK/site" >&2
 "$PY" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --disable-pip-version-check \
   --target "$WORK/site" "$DIR"/wheels/*.whl
